@@ -1,0 +1,1 @@
+"""Convolutional autoencoder for CIFAR-10: model, data, training, checkpoints."""

@@ -1,0 +1,95 @@
+"""Orbax checkpoints: params, optimizer state and a JSON record of the step and param shapes.
+
+Params and optimizer state are separate items so that `train.init_from` can take only the
+weights of another run, whatever optimizer it used.
+"""
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+ITEMS = ('params', 'opt_state', 'meta')
+
+
+class CheckpointError(Exception):
+  """A checkpoint is missing or does not fit the configured model."""
+
+
+def checkpoint_dir(path):
+  """Accepts a run's workdir or its checkpoints/ directory; returns the latter."""
+  path = os.path.abspath(path)
+  sub = os.path.join(path, 'checkpoints')
+  return sub if os.path.isdir(sub) else path
+
+
+def make_manager(workdir, save_every_steps, max_to_keep=3):
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), 'checkpoints'),
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           save_interval_steps=save_every_steps),
+      item_names=ITEMS)
+
+
+def open_readonly(path):
+  d = checkpoint_dir(path)
+  if not os.path.isdir(d):
+    raise CheckpointError(f'no checkpoint directory at {path}: expected a run workdir holding '
+                          'checkpoints/ or an orbax checkpoints directory.')
+  mngr = ocp.CheckpointManager(d, options=ocp.CheckpointManagerOptions(read_only=True),
+                               item_names=ITEMS)
+  if mngr.latest_step() is None:
+    raise CheckpointError(f'{d} holds no finished checkpoint (nothing to restore from).')
+  return mngr
+
+
+def param_shapes(params):
+  return {jax.tree_util.keystr(p): list(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(params)}
+
+
+def save(mngr, state, force=False):
+  """Saves state at its step (asynchronously); a step already saved is left as it is."""
+  if int(state.step) in mngr.all_steps():
+    return False
+  meta = {'step': int(state.step), 'param_shapes': param_shapes(state.params)}
+  return mngr.save(int(state.step), force=force, args=ocp.args.Composite(
+      params=ocp.args.StandardSave(state.params),
+      opt_state=ocp.args.StandardSave(state.opt_state),
+      meta=ocp.args.JsonSave(meta)))
+
+
+def read_meta(mngr, step=None):
+  step = mngr.latest_step() if step is None else step
+  return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+
+
+def check_shapes(mngr, params, where):
+  """Raises CheckpointError when the checkpoint's parameters differ from the model's."""
+  saved, ours = read_meta(mngr)['param_shapes'], param_shapes(params)
+  if saved != ours:
+    diff = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
+    first = diff[0]
+    raise CheckpointError(
+        f'{where} was made with a different model: {len(diff)} parameter(s) differ, e.g. '
+        f'{first} is {saved.get(first, "absent")} there but {ours.get(first, "absent")} in this '
+        'config. Use the same model.* settings, or another workdir.')
+
+
+def _abstract(tree):
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def restore_state(mngr, state):
+  """Returns (params, opt_state, step) of the latest checkpoint, laid out like `state`."""
+  step = mngr.latest_step()
+  r = mngr.restore(step, args=ocp.args.Composite(
+      params=ocp.args.StandardRestore(_abstract(state.params)),
+      opt_state=ocp.args.StandardRestore(_abstract(state.opt_state))))
+  return r['params'], r['opt_state'], step
+
+
+def restore_params(mngr, params):
+  """The latest checkpoint's params, laid out like `params`."""
+  r = mngr.restore(mngr.latest_step(),
+                   args=ocp.args.Composite(params=ocp.args.StandardRestore(_abstract(params))))
+  return r['params']

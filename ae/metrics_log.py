@@ -1,0 +1,57 @@
+"""metrics.jsonl and TensorBoard event files, written by process 0 only."""
+
+import json
+import os
+
+import jax
+
+
+def read_records(path):
+  """Whole, parseable JSON lines of a metrics file; a torn last line is dropped."""
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return records
+
+
+class MetricsLog:
+  """Appends one JSON object per event to workdir/metrics.jsonl and mirrors scalars to TensorBoard.
+
+  On resume from step s, records after s (written by the interrupted run after its last
+  checkpoint) and any torn line are dropped first, so the file never holds duplicates.
+  """
+
+  def __init__(self, workdir, resume_step=0):
+    self.active = jax.process_index() == 0
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self._tb = None
+    if not self.active:
+      return
+    kept = [r for r in read_records(self.path) if r.get('step', 0) <= resume_step]
+    tmp = self.path + '.tmp'
+    with open(tmp, 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in kept)
+    os.replace(tmp, self.path)
+    self._file = open(self.path, 'a')
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), purge_step=resume_step + 1)
+
+  def write(self, record):
+    if not self.active:
+      return
+    self._file.write(json.dumps(record) + '\n')
+    self._file.flush()
+    for k, v in record.items():
+      if k not in ('step', 'epoch') and isinstance(v, (int, float)):
+        self._tb.add_scalar(k, v, record['step'])
+
+  def close(self):
+    if self.active:
+      self._file.close()
+      self._tb.close()

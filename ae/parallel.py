@@ -1,0 +1,55 @@
+"""One data-parallel mesh over every device of every process, and arrays placed on it.
+
+The same code runs on 1 CPU, N fake CPU devices, a GPU box and a TPU pod slice:
+parameters are replicated (P()), batches are split along 'data'.
+"""
+
+import os
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def maybe_initialize_distributed():
+  """Starts the JAX multi-controller runtime when the environment asks for several processes.
+
+  Explicit: JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID. Cluster launchers
+  that JAX detects itself (SLURM, Cloud TPU, MPI) need only AE_DISTRIBUTED=1.
+  """
+  env = os.environ
+  if env.get('JAX_COORDINATOR_ADDRESS') and env.get('JAX_NUM_PROCESSES'):
+    jax.distributed.initialize(
+        coordinator_address=env['JAX_COORDINATOR_ADDRESS'],
+        num_processes=int(env['JAX_NUM_PROCESSES']),
+        process_id=int(env.get('JAX_PROCESS_ID', '0')))
+  elif env.get('AE_DISTRIBUTED') == '1':
+    jax.distributed.initialize()
+
+
+def make_mesh() -> Mesh:
+  return Mesh(np.array(jax.devices()), ('data',))
+
+
+def replicated(mesh):
+  return NamedSharding(mesh, P())
+
+
+def data_sharded(mesh, ndim=1, axis=0):
+  """Splits dimension `axis` of an ndim array across the 'data' axis."""
+  spec = [None] * ndim
+  spec[axis] = 'data'
+  return NamedSharding(mesh, P(*spec))
+
+
+def put(x, sharding):
+  """Places a host array that every process holds in full as one global array."""
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def log_devices():
+  logging.info('JAX %s, backend %s: %d devices (%d local) in %d process(es), this is process %d: %s',
+               jax.__version__, jax.default_backend(), jax.device_count(), jax.local_device_count(),
+               jax.process_count(), jax.process_index(), jax.devices())

@@ -1,0 +1,337 @@
+"""Training: the state, the jitted data-parallel step and the epoch loop with checkpoints."""
+
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax.training import train_state
+
+from ae import checkpoint as ckpt
+from ae import parallel
+from ae.config_check import validate_config
+from ae.data import load_dataset
+from ae.metrics_log import MetricsLog
+from ae.model import IMAGE_SHAPE, create_model, to_float
+
+
+class NonFiniteLossError(Exception):
+  """The loss became NaN or Inf; training stopped before saving the bad state."""
+
+
+class TrainState(train_state.TrainState):
+  pass
+
+
+def make_optimizer(train_config, total_steps):
+  lr = train_config.learning_rate
+  if train_config.schedule == 'cosine':
+    lr = optax.warmup_cosine_decay_schedule(0.0, lr, min(train_config.warmup_steps, total_steps - 1),
+                                            total_steps)
+  if train_config.optimizer == 'adamw':
+    return optax.adamw(lr, weight_decay=train_config.weight_decay)
+  return optax.adam(lr)
+
+
+def abstract_params(config):
+  """Parameter shapes of the configured model, without computing anything."""
+  model = create_model(config.model)
+  return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1,) + IMAGE_SHAPE, jnp.float32))
+
+
+def create_train_state(config, mesh, total_steps):
+  """Initialises the model and optimizer, replicated over the mesh."""
+  model = create_model(config.model)
+  tx = make_optimizer(config.train, total_steps)
+
+  def init(key):
+    params = model.init(key, jnp.zeros((1,) + IMAGE_SHAPE, jnp.float32))
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+  init_key = jax.random.fold_in(jax.random.key(config.seed), 0)
+  return jax.jit(init, out_shardings=parallel.replicated(mesh))(init_key)
+
+
+def add_noise(clean, key, noise_std):
+  """Gaussian noise clipped to [0, 1], as the seed's add_noise_and_clip_data."""
+  if noise_std == 0:
+    return clean
+  return jnp.clip(clean + noise_std * jax.random.normal(key, clean.shape, clean.dtype), 0.0, 1.0)
+
+
+def train_step(state, batch_u8, key, noise_std):
+  """One Adam step on the MSE between the reconstruction of a (noisy) batch and the clean batch."""
+  clean = to_float(batch_u8)
+  inputs = add_noise(clean, key, noise_std)
+
+  def loss_fn(params):
+    return jnp.mean(jnp.square(state.apply_fn(params, inputs) - clean))
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  return state.apply_gradients(grads=grads), {'loss': loss}
+
+
+def make_train_fn(mesh, seed, noise_std):
+  """Jitted (state, images, idx_SxB) -> (state, {'loss': S}): S steps per call via lax.scan.
+
+  The dataset stays on device; each step gathers its batch by index, split along 'data'.
+  Noise for step s comes from fold_in(key, s), so it is fresh each step and identical on resume.
+  """
+  batch_sharding = parallel.data_sharded(mesh, ndim=4)
+
+  def train_steps(state, images_u8, idx_SxB):
+    noise_key = jax.random.fold_in(jax.random.key(seed), 1)
+
+    def body(state, idx_B):
+      batch = jax.lax.with_sharding_constraint(images_u8[idx_B], batch_sharding)
+      return train_step(state, batch, jax.random.fold_in(noise_key, state.step), noise_std)
+
+    return jax.lax.scan(body, state, idx_SxB)
+
+  rep = parallel.replicated(mesh)
+  return jax.jit(train_steps, donate_argnums=0, out_shardings=(rep, rep))
+
+
+def make_batched_fn(mesh, fn):
+  """Jits fn(params, batch_float) -> per-example outputs on index batches; outputs replicated."""
+  batch_sharding = parallel.data_sharded(mesh, ndim=4)
+
+  def apply(params, images_u8, idx_B):
+    batch = jax.lax.with_sharding_constraint(images_u8[idx_B], batch_sharding)
+    return fn(params, to_float(batch))
+
+  return jax.jit(apply, out_shardings=parallel.replicated(mesh))
+
+
+def apply_in_batches(mesh, jitted, params, images_u8, num, batch_size):
+  """Runs a make_batched_fn function over the first num images; returns host arrays."""
+  batch_size = -(-batch_size // mesh.size) * mesh.size
+  outs = []
+  for start in range(0, num, batch_size):
+    idx = np.arange(start, start + batch_size)
+    valid = int(np.sum(idx < num))
+    idx = np.minimum(idx, num - 1).astype(np.int32)  # pad with the last image; dropped below
+    out = jitted(params, images_u8, parallel.put(idx, parallel.data_sharded(mesh)))
+    outs.append(jax.tree.map(lambda o, v=valid: np.asarray(o)[:v], out))
+  return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+
+
+def per_image_sse(apply_fn):
+  def fn(params, x):
+    return jnp.sum(jnp.square(apply_fn(params, x) - x), axis=(1, 2, 3))
+  return fn
+
+
+def epoch_indices(seed, epoch, num_images, steps_per_epoch, batch_size):
+  """The shuffled batch indices of one epoch, [steps, batch]; the same on every process."""
+  perm = np.random.default_rng([seed, epoch]).permutation(num_images)
+  return perm[:steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size).astype(np.int32)
+
+
+def format_eta(seconds):
+  seconds = int(max(seconds, 0))
+  h, rem = divmod(seconds, 3600)
+  return f'{h}h{rem // 60:02d}m' if h else f'{rem // 60}m{rem % 60:02d}s'
+
+
+class _StopRequest:
+  """Turns SIGTERM/SIGINT into a flag the loop checks between steps (preemption)."""
+
+  def __init__(self):
+    self.signal = None
+    self._old = {}
+
+  def __enter__(self):
+    for s in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[s] = signal.signal(s, self._handle)
+      except ValueError:  # not the main thread: leave signals alone
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for s, h in self._old.items():
+      signal.signal(s, h)
+
+
+def write_config(config, workdir):
+  if jax.process_index() == 0:
+    tmp = os.path.join(workdir, 'config.json.tmp')
+    with open(tmp, 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+    os.replace(tmp, os.path.join(workdir, 'config.json'))
+
+
+def prepare_workdir(workdir):
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write_probe_{jax.process_index()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise ckpt.CheckpointError(f'workdir {workdir} is not writable ({e.strerror}); choose another '
+                               '--workdir or fix its permissions.') from e
+
+
+def train(config, workdir):
+  """Trains (resuming from workdir's latest checkpoint if any); returns (state, mesh, dataset)."""
+  validate_config(config)
+  prepare_workdir(workdir)
+  mesh = parallel.make_mesh()
+  t = config.train
+
+  # Everything that can fail on the config or checkpoints fails before the data is loaded.
+  mngr = ckpt.make_manager(workdir, t.checkpoint_every_steps)
+  resuming = mngr.latest_step() is not None
+  parent = ckpt.open_readonly(t.init_from) if t.init_from and not resuming else None
+  shapes = abstract_params(config)
+  if resuming:
+    ckpt.check_shapes(mngr, shapes, f'the checkpoint in {workdir}')
+  if parent is not None:
+    ckpt.check_shapes(parent, shapes, f'train.init_from={t.init_from}')
+
+  ds = load_dataset(config.data, config.seed)
+  num_train = len(ds.train_images)
+  if num_train < t.batch_size:
+    raise ValueError(f'{num_train} training images are fewer than train.batch_size={t.batch_size}')
+  steps_per_epoch = num_train // t.batch_size
+  total_steps = steps_per_epoch * t.num_epochs
+  state = create_train_state(config, mesh, total_steps)
+  start_step = 0
+  if resuming:
+    params, opt_state, start_step = ckpt.restore_state(mngr, state)
+    state = state.replace(params=params, opt_state=opt_state,
+                          step=parallel.put(np.int32(start_step), parallel.replicated(mesh)))
+    logging.info('Resumed from %s at step %d.', mngr.directory, start_step)
+  elif parent is not None:
+    state = state.replace(params=ckpt.restore_params(parent, state.params))
+    logging.info('Initialised weights from %s (step %d); fresh optimizer.',
+                 parent.directory, parent.latest_step())
+  write_config(config, workdir)
+
+  rep = parallel.replicated(mesh)
+  train_images = parallel.put(ds.train_images, rep)
+  test_images = parallel.put(ds.test_images, rep)
+  train_fn = make_train_fn(mesh, config.seed, t.noise_std)
+  sse_fn = make_batched_fn(mesh, per_image_sse(state.apply_fn))
+  idx_sharding = parallel.data_sharded(mesh, ndim=2, axis=1)
+  log = MetricsLog(workdir, start_step)
+  logging.info('Training %d steps (%d epochs x %d steps of %d images) from step %d; '
+               'noise_std=%g.', total_steps, t.num_epochs, steps_per_epoch, t.batch_size,
+               start_step, t.noise_std)
+
+  timer = {'t': None, 'step': start_step, 't0': None, 'step0': start_step}
+  window = {'sum': 0.0, 'n': 0}
+  epoch_acc = {'sum': 0.0, 'n': 0, 't': time.time()}
+
+  def consume(first_step, losses):
+    """Fetches a finished chunk's losses, checks them and writes due log records."""
+    losses = np.asarray(losses)
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+      raise NonFiniteLossError(
+          f'loss is {losses[bad[0]]} at step {first_step + int(bad[0]) + 1}; training stopped '
+          f'without saving that state (the last good checkpoint is kept in {mngr.directory}). '
+          f'Likely cause: train.learning_rate={t.learning_rate} is too high for this model.')
+    now = time.time()
+    if timer['t'] is None:  # the first chunk includes compilation: time from its end
+      timer.update(t=now, t0=now, step=first_step + len(losses), step0=first_step + len(losses))
+    for i, loss in enumerate(losses):
+      s = first_step + i + 1
+      window['sum'] += float(loss)
+      window['n'] += 1
+      epoch_acc['sum'] += float(loss)
+      epoch_acc['n'] += 1
+      if s % t.log_every_steps == 0 or s == total_steps:
+        done = s - timer['step']
+        rate = done * t.batch_size / (now - timer['t']) if done and now > timer['t'] else float('nan')
+        overall = (s - timer['step0']) / (now - timer['t0']) if now > timer['t0'] else float('nan')
+        eta = (total_steps - s) / overall if overall == overall and overall > 0 else float('nan')
+        rec = {'step': s, 'epoch': s / steps_per_epoch, 'train/loss': window['sum'] / window['n'],
+               'imgs_per_s': rate}
+        log.write(rec)
+        logging.info('epoch %d/%d step %d/%d loss %.5f %.0f imgs/s ETA %s',
+                     (s - 1) // steps_per_epoch + 1, t.num_epochs, s, total_steps, rec['train/loss'],
+                     rate, format_eta(eta) if eta == eta else '?')
+        window.update(sum=0.0, n=0)
+        timer.update(t=now, step=s)
+
+  step = start_step
+  pending = None
+  indices, indices_epoch = None, -1
+  try:
+    with _StopRequest() as stop:
+      while step < total_steps:
+        epoch, i = divmod(step, steps_per_epoch)
+        if epoch != indices_epoch:
+          indices, indices_epoch = epoch_indices(config.seed, epoch, num_train, steps_per_epoch,
+                                                 t.batch_size), epoch
+        next_ckpt = (step // t.checkpoint_every_steps + 1) * t.checkpoint_every_steps
+        n = min(t.steps_per_jit, steps_per_epoch - i, next_ckpt - step)
+        state, metrics = train_fn(state, train_images, parallel.put(indices[i:i + n], idx_sharding))
+        if pending is not None:
+          consume(*pending)
+        pending = (step, metrics['loss'])
+        step += n
+        epoch_end = step % steps_per_epoch == 0
+        if step % t.checkpoint_every_steps == 0 or epoch_end or step == total_steps or stop.signal:
+          consume(*pending)
+          pending = None
+        if step % t.checkpoint_every_steps == 0 or step == total_steps or stop.signal:
+          ckpt.save(mngr, state, force=True)
+        if epoch_end:
+          sse = apply_in_batches(mesh, sse_fn, state.params, test_images, len(ds.test_images),
+                                 t.eval_batch_size)
+          test_mse = float(np.sum(sse) / (sse.size * np.prod(IMAGE_SHAPE)))
+          took = time.time() - epoch_acc['t']
+          rec = {'step': step, 'epoch': epoch + 1,
+                 'train/epoch_loss': epoch_acc['sum'] / max(epoch_acc['n'], 1),
+                 'test/mse': test_mse, 'epoch_time_s': took,
+                 'epoch_imgs_per_s': epoch_acc['n'] * t.batch_size / took}
+          log.write(rec)
+          logging.info('epoch %d/%d done: train loss %.5f, test MSE %.5f, %.1f s (%.0f imgs/s)',
+                       epoch + 1, t.num_epochs, rec['train/epoch_loss'], test_mse, took,
+                       rec['epoch_imgs_per_s'])
+          epoch_acc.update(sum=0.0, n=0, t=time.time())
+        if stop.signal:
+          logging.warning('%s received: saved a checkpoint at step %d in %s; run the same command '
+                          'again to continue.', stop.signal, step, mngr.directory)
+          raise Preempted(stop.signal, step)
+  finally:
+    mngr.wait_until_finished()
+    log.close()
+  return state, mesh, ds
+
+
+class Preempted(Exception):
+  """SIGTERM/SIGINT arrived; a checkpoint of the current step was written."""
+
+  def __init__(self, signal_name, step):
+    super().__init__(f'{signal_name} at step {step}; checkpoint saved, rerun to continue')
+    self.signal_name, self.step = signal_name, step
+
+
+def plot_training(workdir):
+  from eval import plots  # pylint: disable=g-import-not-at-top
+  from ae.metrics_log import read_records  # pylint: disable=g-import-not-at-top
+  if jax.process_index() == 0:
+    plots.save_loss_curves(read_records(os.path.join(workdir, 'metrics.jsonl')),
+                           os.path.join(workdir, 'figures', 'loss.png'))
+
+
+def train_and_evaluate(config, workdir):
+  state, mesh, ds = train(config, workdir)
+  plot_training(workdir)
+  if config.eval.enabled:
+    from eval import evaluate  # pylint: disable=g-import-not-at-top
+    evaluate.evaluate(config, workdir, state.params, mesh, ds)
+  return state

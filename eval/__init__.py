@@ -1,0 +1,1 @@
+"""Evaluation of a trained autoencoder: reconstructions, latents, UMAP, retrieval, report."""

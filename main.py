@@ -1,0 +1,72 @@
+"""Trains and evaluates the CIFAR-10 autoencoder.
+
+    python main.py --config=configs/denoise.py [--workdir=runs/denoise] [--mode=train|eval|query]
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory; default runs/<config file stem>.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'query'],
+                          'train: train then evaluate; eval: evaluate the latest checkpoint in '
+                          'workdir; query: nearest gallery images of --query files.')
+_QUERY = flags.DEFINE_multi_string('query', [], 'Query image files or globs (--mode=query).')
+flags.mark_flags_as_required(['config'])
+
+
+class _OwnInfoOnly(logging.logging.Filter):
+  """Keeps INFO lines from this project only: orbax and jax log each checkpoint write in detail."""
+
+  def filter(self, record):
+    return record.levelno >= logging.logging.WARNING or record.pathname.startswith(_ROOT)
+
+
+_ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def default_workdir(config_path):
+  return os.path.join('runs', os.path.splitext(os.path.basename(config_path.split(':')[0]))[0])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  # Imported here so that --help and flag errors do not wait for JAX.
+  from ae import parallel  # pylint: disable=g-import-not-at-top
+  from ae.errors import USER_ERRORS, Preempted  # pylint: disable=g-import-not-at-top
+  # Some imported library adds a root handler of its own; filter every handler.
+  for handler in logging.logging.getLogger().handlers + [logging.get_absl_handler().python_handler]:
+    handler.addFilter(_OwnInfoOnly())
+  parallel.maybe_initialize_distributed()
+  parallel.log_devices()
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
+  logging.info('workdir %s, mode %s', workdir, _MODE.value)
+  try:
+    if _MODE.value == 'train':
+      from ae.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
+      train_and_evaluate(config, workdir)
+    elif _MODE.value == 'eval':
+      from eval.evaluate import evaluate_workdir  # pylint: disable=g-import-not-at-top
+      evaluate_workdir(config, workdir)
+    else:
+      from eval.query_images import query_main  # pylint: disable=g-import-not-at-top
+      return query_main(config, workdir, _QUERY.value)
+  except Preempted as e:
+    logging.warning('stopped cleanly: %s', e)
+    return 0
+  except USER_ERRORS as e:
+    logging.error('%s', e)
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == '__main__':
+  app.run(main)

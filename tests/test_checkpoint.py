@@ -1,0 +1,108 @@
+import os
+import signal
+import threading
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from ae import checkpoint as ckpt
+from ae import parallel, train
+from ae.metrics_log import read_records
+from conftest import tiny_config
+
+
+def _params(state):
+  return [np.asarray(x) for x in jax.tree.leaves(state.params)]
+
+
+def _assert_same(a, b):
+  for x, y in zip(_params(a), _params(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('full'))
+  state, _, _ = train.train(tiny_config(), workdir)
+  return state, workdir
+
+
+def test_checkpoint_round_trip(tmp_path):
+  config = tiny_config()
+  mesh = parallel.make_mesh()
+  state = train.create_train_state(config, mesh, total_steps=8)
+  state, _ = jax.jit(lambda s: train.train_step(s, np.zeros((4, 32, 32, 3), np.uint8),
+                                                jax.random.key(0), 0.1))(state)
+  mngr = ckpt.make_manager(str(tmp_path), 100)
+  ckpt.save(mngr, state, force=True)
+  mngr.wait_until_finished()
+  fresh = train.create_train_state(config, mesh, total_steps=8)
+  params, opt_state, step = ckpt.restore_state(ckpt.open_readonly(str(tmp_path)), fresh)
+  assert step == 1
+  restored = fresh.replace(params=params, opt_state=opt_state)
+  _assert_same(restored, state)
+  for x, y in zip(jax.tree.leaves(opt_state), jax.tree.leaves(state.opt_state)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_resume_after_the_end_of_an_epoch_equals_an_uninterrupted_run(tmp_path, uninterrupted):
+  workdir = str(tmp_path)
+  train.train(tiny_config(train__num_epochs=1), workdir)  # stops after 8 of 16 steps
+  state, _, _ = train.train(tiny_config(), workdir)
+  _assert_same(state, uninterrupted[0])
+  steps = [r['step'] for r in read_records(os.path.join(workdir, 'metrics.jsonl'))
+           if 'train/loss' in r]
+  assert steps == [4, 8, 12, 16]
+  ref = [r for r in read_records(os.path.join(uninterrupted[1], 'metrics.jsonl'))]
+  got = read_records(os.path.join(workdir, 'metrics.jsonl'))
+  assert [r.get('train/loss') for r in got] == [r.get('train/loss') for r in ref]
+
+
+def test_sigterm_saves_the_current_step_and_the_rerun_finishes_identically(tmp_path, uninterrupted):
+  workdir = str(tmp_path)
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+
+  def preempt_after_first_record():
+    deadline = time.time() + 120
+    while time.time() < deadline:
+      if read_records(metrics):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+      time.sleep(0.01)
+
+  threading.Thread(target=preempt_after_first_record, daemon=True).start()
+  with pytest.raises(train.Preempted) as e:
+    train.train(tiny_config(train__checkpoint_every_steps=100), workdir)
+  stopped = e.value.step
+  assert 4 <= stopped < 16
+  assert ckpt.open_readonly(workdir).latest_step() == stopped  # saved at the preemption step
+  state, _, _ = train.train(tiny_config(train__checkpoint_every_steps=100), workdir)
+  _assert_same(state, uninterrupted[0])
+  steps = [r['step'] for r in read_records(metrics) if 'train/loss' in r]
+  assert steps == sorted(set(steps)) and steps[-1] == 16
+
+
+def test_init_from_loads_the_other_runs_weights(tmp_path, uninterrupted):
+  parent_state, parent_dir = uninterrupted
+  config = tiny_config(train__init_from=parent_dir, train__learning_rate=1e-12, train__num_epochs=1)
+  state, _, _ = train.train(config, str(tmp_path))
+  for x, y in zip(_params(state), _params(parent_state)):
+    np.testing.assert_allclose(x, y, atol=1e-6)  # lr ~0: still the parent's weights
+  assert int(state.step) == 8  # a fresh optimizer and step count
+  # the checkpoints/ directory itself is accepted too
+  config.train.init_from = os.path.join(parent_dir, 'checkpoints')
+  train.train(config, str(tmp_path / 'b'))
+
+
+def test_init_from_a_model_of_another_shape_fails_before_loading_data(tmp_path, uninterrupted):
+  config = tiny_config(train__init_from=uninterrupted[1], model__latent_dim=7,
+                       data__source='dir', data__dir=str(tmp_path / 'no_data_here'))
+  with pytest.raises(ckpt.CheckpointError, match='different model'):
+    train.train(config, str(tmp_path / 'run'))
+
+
+def test_missing_init_from_is_a_clear_error(tmp_path):
+  with pytest.raises(ckpt.CheckpointError, match='no checkpoint directory'):
+    train.train(tiny_config(train__init_from=str(tmp_path / 'missing')), str(tmp_path / 'run'))

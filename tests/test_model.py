@@ -1,0 +1,54 @@
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ae.model import AutoEncoder, PatchConv, max_pool_2x2
+
+
+def _init(model, n=2):
+  x = jax.random.uniform(jax.random.key(1), (n, 32, 32, 3))
+  return model.init(jax.random.key(0), x[:1]), x
+
+
+def test_seed_architecture_parameter_count_and_shapes():
+  model = AutoEncoder()
+  params, x = _init(model)
+  assert sum(p.size for p in jax.tree.leaves(params)) == 9_038_410
+  z = model.apply(params, x, method=model.encode)
+  y = model.apply(params, x)
+  assert z.shape == (2, 10) and y.shape == (2, 32, 32, 3)
+  assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0  # sigmoid output
+
+
+def test_encode_then_decode_equals_call():
+  for model in (AutoEncoder(), AutoEncoder(decoder='conv', decoder_features=(32, 16, 8),
+                                           encoder_padding='SAME', norm='group')):
+    params, x = _init(model)
+    z = model.apply(params, x, method=model.encode)
+    np.testing.assert_array_equal(model.apply(params, z, method=model.decode), model.apply(params, x))
+
+
+def test_latent_dim_and_conv_decoder_shapes():
+  model = AutoEncoder(latent_dim=32, decoder='conv', decoder_features=(64, 32, 16))
+  params, x = _init(model)
+  assert model.apply(params, x, method=model.encode).shape == (2, 32)
+  assert model.apply(params, x).shape == (2, 32, 32, 3)
+
+
+def test_patch_conv_matches_flax_conv_values_and_gradients():
+  x = jax.random.normal(jax.random.key(2), (3, 13, 11, 5))
+  for padding in ('VALID', 'SAME'):
+    ours, ref = PatchConv(7, (3, 3), padding=padding), nn.Conv(7, (3, 3), padding=padding)
+    params = ref.init(jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, params)
+    np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), rtol=1e-5, atol=1e-5)
+    g_ours = jax.grad(lambda p, x: jnp.sum(jnp.sin(ours.apply(p, x))), argnums=(0, 1))(params, x)
+    g_ref = jax.grad(lambda p, x: jnp.sum(jnp.sin(ref.apply(p, x))), argnums=(0, 1))(params, x)
+    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_max_pool_matches_flax_max_pool_on_odd_sizes():
+  x = jax.random.normal(jax.random.key(3), (2, 13, 15, 4))
+  np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)))

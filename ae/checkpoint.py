@@ -36,8 +36,8 @@ def open_readonly(path):
   if not os.path.isdir(d):
     raise CheckpointError(f'no checkpoint directory at {path}: expected a run workdir holding '
                           'checkpoints/ or an orbax checkpoints directory.')
-  mngr = ocp.CheckpointManager(d, options=ocp.CheckpointManagerOptions(read_only=True),
-                               item_names=ITEMS)
+  options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
+  mngr = ocp.CheckpointManager(d, options=options, item_names=ITEMS)
   if mngr.latest_step() is None:
     raise CheckpointError(f'{d} holds no finished checkpoint (nothing to restore from).')
   return mngr

@@ -71,7 +71,7 @@ def validate_config(config, num_devices=None):
     errors.append(f'eval.metrics must be a non-empty subset of {METRICS}, got {tuple(e.metrics)!r}')
   if e.noise_std < 0:
     errors.append(f'eval.noise_std must be >= 0, got {e.noise_std}')
-  for name in ('umap_points', 'retrieval_queries'):
+  for name in ('umap_points', 'retrieval_queries', 'reference_queries'):
     if e[name] < 0:
       errors.append(f'eval.{name} must be >= 0, got {e[name]}')
   for name in ('query_chunk', 'gallery_chunk', 'max_image_pixels'):

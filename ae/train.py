@@ -97,12 +97,12 @@ def make_train_fn(mesh, seed, noise_std):
 
 
 def make_batched_fn(mesh, fn):
-  """Jits fn(params, batch_float) -> per-example outputs on index batches; outputs replicated."""
+  """Jits fn(params, batch_float, idx_B) -> per-example outputs on index batches, replicated."""
   batch_sharding = parallel.data_sharded(mesh, ndim=4)
 
   def apply(params, images_u8, idx_B):
     batch = jax.lax.with_sharding_constraint(images_u8[idx_B], batch_sharding)
-    return fn(params, to_float(batch))
+    return fn(params, to_float(batch), idx_B)
 
   return jax.jit(apply, out_shardings=parallel.replicated(mesh))
 
@@ -121,7 +121,8 @@ def apply_in_batches(mesh, jitted, params, images_u8, num, batch_size):
 
 
 def per_image_sse(apply_fn):
-  def fn(params, x):
+  def fn(params, x, idx_B):
+    del idx_B
     return jnp.sum(jnp.square(apply_fn(params, x) - x), axis=(1, 2, 3))
   return fn
 

@@ -52,6 +52,7 @@ def get_config():
   ev.noise_std = 0.1  # noise for the denoising figures and noisy-query retrieval
   ev.umap_points = 5000  # test points in the UMAP projection (0 = skip UMAP)
   ev.retrieval_queries = 0  # test queries for P@k/mAP; 0 = all
+  ev.reference_queries = 1000  # test queries for the raw-pixel reference (3072-D search is slow)
   ev.query_chunk = 2048  # queries per distance tile
   ev.gallery_chunk = 16384  # gallery items per distance tile
   ev.max_image_pixels = 4096 * 4096  # query mode refuses larger images before decoding

@@ -37,3 +37,157 @@ def save_loss_curves(records, path):
   ax.grid(alpha=0.3)
   ax.legend()
   return _save(fig, path)
+
+
+def _as_image(x):
+  x = np.asarray(x)
+  return x if x.dtype == np.uint8 else np.clip(x, 0, 1)
+
+
+def _hide(ax):
+  ax.set_xticks([])
+  ax.set_yticks([])
+
+
+def save_image_rows(rows, row_titles, path, title):
+  """Rows of images, one row per array (the seed's Figures 5, 11 and 12)."""
+  n = len(rows[0])
+  fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.3 * len(rows)), squeeze=False)
+  for r, (images, name) in enumerate(zip(rows, row_titles)):
+    for c in range(n):
+      axes[r, c].imshow(_as_image(images[c]))
+      _hide(axes[r, c])
+    axes[r, 0].set_ylabel(name, fontsize=8)
+  fig.suptitle(title, fontsize=10)
+  return _save(fig, path)
+
+
+def save_latent_values(z_NxD, seed, path, n=50):
+  """Latent values of n random test images, one line per image (the seed's Figure 6)."""
+  rng = np.random.default_rng(seed)
+  pick = rng.choice(len(z_NxD), min(n, len(z_NxD)), replace=False)
+  fig, ax = plt.subplots(figsize=(7, 4))
+  units = np.arange(z_NxD.shape[1])
+  for i in pick:
+    ax.plot(units, z_NxD[i], 'o-', lw=0.6, ms=2, alpha=0.6)
+  ax.set_xticks(units)
+  ax.set_xlabel('latent unit')
+  ax.set_ylabel('value')
+  ax.set_title(f'Latent codes of {len(pick)} random test images')
+  ax.grid(alpha=0.3)
+  return _save(fig, path)
+
+
+def save_latent_histograms(z_NxD, path):
+  d = z_NxD.shape[1]
+  cols = min(d, 5)
+  rows = -(-d // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2 * rows), squeeze=False)
+  for j in range(rows * cols):
+    ax = axes.flat[j]
+    if j < d:
+      ax.hist(z_NxD[:, j], bins=50, color='C0')
+      ax.set_title(f'unit {j}', fontsize=8)
+      ax.tick_params(labelsize=6)
+    else:
+      ax.axis('off')
+  fig.suptitle('Distribution of each latent unit over the test set', fontsize=10)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def save_correlation(corr, path):
+  fig, ax = plt.subplots(figsize=(4.5, 4))
+  im = ax.imshow(corr, vmin=-1, vmax=1, cmap='RdBu_r')
+  fig.colorbar(im, ax=ax)
+  ax.set_title('Correlation between latent units (test set)', fontsize=9)
+  ax.set_xlabel('unit')
+  ax.set_ylabel('unit')
+  return _save(fig, path)
+
+
+def save_umap(xy, labels, class_names, path):
+  """2-D UMAP of test codes coloured by class (the seed's Figure 7)."""
+  fig, ax = plt.subplots(figsize=(7, 6))
+  for c, name in enumerate(class_names):
+    sel = labels == c
+    ax.scatter(xy[sel, 0], xy[sel, 1], s=3, color=plt.cm.tab10(c), label=name)
+  ax.legend(markerscale=4, fontsize=8, loc='best')
+  ax.set_title(f'UMAP of {len(xy)} test latent codes')
+  _hide(ax)
+  return _save(fig, path)
+
+
+def save_query_grid(query_images, query_labels, gallery_images, gallery_labels, idx_QxK, d_QxK,
+                    class_names, path, title):
+  """Each query image followed by its k nearest gallery images, titled with their class."""
+  q, k = idx_QxK.shape
+  fig, axes = plt.subplots(q, k + 1, figsize=(1.1 * (k + 1), 1.25 * q), squeeze=False)
+  for r in range(q):
+    axes[r, 0].imshow(query_images[r])
+    name = class_names[query_labels[r]] if query_labels is not None else 'query'
+    axes[r, 0].set_title(name, fontsize=7, color='C0', fontweight='bold')
+    _hide(axes[r, 0])
+    for c in range(k):
+      g = idx_QxK[r, c]
+      axes[r, c + 1].imshow(gallery_images[g])
+      same = query_labels is not None and gallery_labels[g] == query_labels[r]
+      axes[r, c + 1].set_title(f'{class_names[gallery_labels[g]]}\n{d_QxK[r, c]:.2f}', fontsize=6,
+                               color='green' if same else 'black')
+      _hide(axes[r, c + 1])
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def save_seed_setting(images, labels, nn_by_metric, class_names, path):
+  """The seed's setting: the first queries of a 1,000-image gallery, under each metric."""
+  metrics = list(nn_by_metric)
+  q, k = next(iter(nn_by_metric.values())).shape
+  fig, axes = plt.subplots(q, len(metrics) * (k + 1), squeeze=False,
+                           figsize=(0.55 * len(metrics) * (k + 1), 0.7 * q))
+  for m, metric in enumerate(metrics):
+    idx = nn_by_metric[metric]
+    for r in range(q):
+      col = m * (k + 1)
+      axes[r, col].imshow(images[r])
+      axes[r, col].set_title(metric if r == 0 else '', fontsize=7)
+      _hide(axes[r, col])
+      for c in range(k):
+        g = idx[r, c]
+        ax = axes[r, col + c + 1]
+        ax.imshow(images[g])
+        _hide(ax)
+        if labels[g] == labels[r]:
+          for s in ax.spines.values():
+            s.set_color('green')
+            s.set_linewidth(1.5)
+  fig.suptitle('Seed setting: gallery = first 500 train + first 500 test images; '
+               'green = same class', fontsize=9)
+  return _save(fig, path)
+
+
+def save_precision_comparison(results, path):
+  """Precision@k per metric for the model, PCA and raw pixels."""
+  metrics = list(results['retrieval'])
+  sources = [('model', results['retrieval']),
+             (f"PCA-{results['references']['pca']['dim']}", results['references']['pca']),
+             ('raw pixels', results['references']['raw_pixels'])]
+  ks = [k for k in results['retrieval'][metrics[0]] if k.startswith('P@')]
+  fig, axes = plt.subplots(1, len(ks), figsize=(4 * len(ks), 3.5), squeeze=False)
+  width = 0.8 / len(sources)
+  for a, k in enumerate(ks):
+    ax = axes[0, a]
+    for s, (name, res) in enumerate(sources):
+      vals = [res[m][k] for m in metrics]
+      ax.bar(np.arange(len(metrics)) + s * width, vals, width, label=name)
+    ax.set_xticks(np.arange(len(metrics)) + width * (len(sources) - 1) / 2)
+    ax.set_xticklabels(metrics, fontsize=8)
+    ax.set_title(k)
+    ax.set_ylim(0, 1)
+    ax.grid(axis='y', alpha=0.3)
+  axes[0, 0].set_ylabel('precision (same class)')
+  axes[0, -1].legend(fontsize=8)
+  fig.suptitle('Retrieval: test queries over the training set', fontsize=10)
+  fig.tight_layout()
+  return _save(fig, path)

@@ -1,27 +1,103 @@
-"""main.py end to end on the tiny synthetic config, and its command-line errors."""
+"""main.py end to end on the tiny synthetic config: train + eval, eval again, query, errors."""
 
 import json
 import os
 
+import numpy as np
+import pytest
+from PIL import Image
+
 from conftest import run_python
 
+FIGURES = ('loss', 'reconstructions', 'latent_values', 'latent_histograms', 'latent_correlation',
+           'umap', 'query_euclidean', 'query_manhattan', 'query_cosine', 'seed_setting',
+           'precision_at_k', 'denoising')
 
-def test_train_run_leaves_every_file(tmp_path):
-  workdir = tmp_path / 'run'
-  proc = run_python(['main.py', '--config=configs/test.py', f'--workdir={workdir}',
-                     '--config.eval.enabled=False'])
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('e2e') / 'run'
+  proc = run_python(['main.py', '--config=configs/test.py', f'--workdir={workdir}'])
   assert proc.returncode == 0, proc.stderr[-3000:]
-  for name in ('config.json', 'metrics.jsonl', 'figures/loss.png'):
-    assert (workdir / name).is_file(), name
-  assert json.loads((workdir / 'config.json').read_text())['train']['noise_std'] == 0.1
-  records = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert 'imgs/s' in proc.stderr and 'ETA' in proc.stderr  # the progress line
+  return workdir
+
+
+def test_train_run_leaves_every_file(run_dir):
+  for name in ('config.json', 'metrics.jsonl', 'results.json', 'embeddings.npz', 'report.md'):
+    assert (run_dir / name).is_file(), name
+  assert json.loads((run_dir / 'config.json').read_text())['train']['noise_std'] == 0.1
+  records = [json.loads(l) for l in (run_dir / 'metrics.jsonl').read_text().splitlines()]
   assert any('test/mse' in r for r in records)
   assert all({'step', 'epoch', 'train/loss', 'imgs_per_s'} <= r.keys() for r in records
              if 'train/loss' in r)
-  assert any(n.startswith('events.out.tfevents') for n in os.listdir(workdir / 'tensorboard'))
-  assert sorted(os.listdir(workdir / 'checkpoints')) == ['16', '8']
-  assert (workdir / 'figures/loss.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-  assert 'imgs/s' in proc.stderr and 'ETA' in proc.stderr  # the progress line
+  assert any(n.startswith('events.out.tfevents') for n in os.listdir(run_dir / 'tensorboard'))
+  assert sorted(os.listdir(run_dir / 'checkpoints')) == ['16', '8']
+
+
+def test_every_figure_is_a_sensible_png_named_in_the_report(run_dir):
+  report = (run_dir / 'report.md').read_text()
+  for name in FIGURES:
+    path = run_dir / 'figures' / f'{name}.png'
+    with Image.open(path) as im:
+      assert im.format == 'PNG' and im.size[0] >= 300 and im.size[1] >= 150, (name, im.size)
+      assert np.asarray(im.convert('L')).std() > 5, name  # not blank
+    assert f'figures/{name}.png' in report, name
+
+
+def test_results_hold_every_number(run_dir):
+  r = json.loads((run_dir / 'results.json').read_text())
+  assert 0 < r['test']['mse'] < 0.1 and r['test']['psnr'] == pytest.approx(
+      10 * np.log10(1 / r['test']['mse']))
+  for section in (r['retrieval'], r['references']['pca'], r['references']['raw_pixels']):
+    for m in ('euclidean', 'manhattan', 'cosine'):
+      assert {'P@1', 'P@10', 'P@100', 'mAP@100'} <= section[m].keys()
+      assert all(0 <= v <= 1 for v in section[m].values())
+  assert {'mse_noisy_vs_clean', 'mse_recon_noisy_vs_clean', 'mse_recon_clean_vs_clean'} <= r[
+      'denoising'].keys()
+  assert set(r['noisy_queries']) == set(r['seed_setting']) == {'euclidean', 'manhattan', 'cosine'}
+  assert len(r['latent']['mean']) == 10 and np.array(r['latent']['corr']).shape == (10, 10)
+  assert r['references']['pca']['test_mse'] > 0 and r['train']['epochs'] == 2
+  with np.load(run_dir / 'embeddings.npz') as f:
+    assert f['train_z'].shape == (256, 10) and f['test_z'].shape == (64, 10)
+    assert f['train_labels'].shape == (256,) and f['test_labels'].shape == (64,)
+
+
+def test_query_mode_answers_good_images_and_reports_the_corrupt_one(run_dir, tmp_path):
+  rng = np.random.default_rng(0)
+  rgb = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+  Image.fromarray(rgb).save(tmp_path / 'a.png')
+  Image.fromarray(rgb).save(tmp_path / 'b.jpg', quality=90)
+  Image.fromarray(rgb[..., 0]).save(tmp_path / 'gray.png')
+  Image.fromarray(np.dstack([rgb, np.full((32, 32), 200, np.uint8)])).save(tmp_path / 'rgba.png')
+  Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / 'big.png')
+  (tmp_path / 'corrupt.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 40)
+  proc = run_python(['main.py', '--config=configs/test.py', f'--workdir={run_dir}', '--mode=query',
+                     f'--query={tmp_path}/*.png', f'--query={tmp_path}/b.jpg'])
+  assert proc.returncode == 1  # one query failed
+  assert 'corrupt.png' in proc.stderr and 'not a readable' in proc.stderr
+  lines = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith('{')]
+  answered = {os.path.basename(l['query']) for l in lines}
+  assert answered == {'a.png', 'b.jpg', 'gray.png', 'rgba.png', 'big.png'}
+  assert len(lines) == 5 * 3
+  for l in lines:
+    assert len(l['indices']) == len(l['classes']) == len(l['distances']) == 10
+    assert l['distances'] == sorted(l['distances'])
+  a = {l['metric']: l for l in lines if l['query'].endswith('a.png')}
+  assert a['euclidean']['classes'][0] in ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog',
+                                          'frog', 'horse', 'ship', 'truck')
+  assert 'converted' in proc.stderr  # the notes for grayscale, RGBA and 64x64
+  assert len(os.listdir(run_dir / 'queries')) == 5
+
+
+def test_eval_mode_reevaluates_the_latest_checkpoint(run_dir):
+  before = json.loads((run_dir / 'results.json').read_text())
+  proc = run_python(['main.py', '--config=configs/test.py', f'--workdir={run_dir}', '--mode=eval',
+                     '--config.eval.umap_points=0'])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  after = json.loads((run_dir / 'results.json').read_text())
+  assert after['test']['mse'] == pytest.approx(before['test']['mse'], rel=1e-6)
+  assert after['retrieval'] == before['retrieval']
 
 
 def test_mistyped_override_is_an_error(tmp_path):

@@ -1,0 +1,99 @@
+"""report.md: every number and figure of a run on one page."""
+
+import os
+
+FIGURE_TITLES = {
+    'loss': 'Training curves (seed Figure 3)',
+    'reconstructions': 'Reconstructions of the first test images (seed Figure 5)',
+    'latent_values': 'Latent codes of 50 random test images (seed Figure 6)',
+    'latent_histograms': 'Distribution of each latent unit',
+    'latent_correlation': 'Correlation between latent units',
+    'umap': 'UMAP projection of the test codes (seed Figure 7)',
+    'query_euclidean': 'Nearest training images, Euclidean (seed Figure 8)',
+    'query_manhattan': 'Nearest training images, Manhattan (seed Figure 9)',
+    'query_cosine': 'Nearest training images, cosine (seed Figure 10)',
+    'seed_setting': "The seed's query setting (1,000-image gallery)",
+    'precision': 'Precision@k: model, PCA and raw pixels',
+    'denoising': 'Noisy inputs and their reconstructions (seed Figures 11-12)',
+}
+
+
+def _fmt(x):
+  return f'{x:.4f}' if isinstance(x, float) else str(x)
+
+
+def _retrieval_rows(name, res, metrics):
+  rows = []
+  for m in metrics:
+    r = res[m]
+    rows.append(f"| {name} | {m} | " + ' | '.join(_fmt(r[k]) for k in ('P@1', 'P@10', 'P@100', 'mAP@100')) + ' |')
+  return rows
+
+
+def build_report(config, results):
+  metrics = list(results['retrieval'])
+  t, dn, refs = results['test'], results['denoising'], results['references']
+  lines = ['# Autoencoder evaluation', '',
+           f"Data: {results['data_source']}, {results['num_train']:,} training and "
+           f"{results['num_test']:,} test images. Latent units: {config.model.latent_dim}. "
+           f"Evaluation took {results['eval_time_s']:.1f} s.", '']
+  tr = results.get('train', {})
+  if tr:
+    lines += [f"Training: {tr['epochs']} epochs, {tr['steps']} steps, {tr['train_time_s']:.1f} s "
+              f"of epochs (final test MSE {tr['final_test_mse']:.5f}).", '']
+  lines += ['## Reconstruction', '', '| | value |', '| --- | --- |',
+            f"| test MSE | {t['mse']:.5f} |", f"| test PSNR (dB) | {t['psnr']:.2f} |",
+            f"| PCA-{refs['pca']['dim']} test MSE (reference) | {refs['pca']['test_mse']:.5f} |", '']
+  lines += ['## Retrieval', '',
+            f"Queries: {results['retrieval_queries']:,} test images; gallery: the training set; "
+            'relevant = same class. mAP@100 averages precision at the ranks of the relevant items '
+            f"within the top 100. Raw pixels use the first {refs['raw_pixels']['num_queries']:,} "
+            'test queries.', '',
+            '| codes | metric | P@1 | P@10 | P@100 | mAP@100 |', '| --- | --- | --- | --- | --- | --- |']
+  lines += _retrieval_rows('model', results['retrieval'], metrics)
+  lines += _retrieval_rows(f"PCA-{refs['pca']['dim']}", refs['pca'], metrics)
+  lines += _retrieval_rows('raw pixels (3072-D)', refs['raw_pixels'], metrics)
+  lines += ['', '## Denoising and noisy queries', '',
+            f"Gaussian noise std {dn['noise_std']:g}, clipped to [0, 1].", '',
+            '| | this run |' + (' parent run |' if 'parent' in results else ''),
+            '| --- | --- |' + (' --- |' if 'parent' in results else '')]
+  parent = results.get('parent') or {}
+  pdn = parent.get('denoising') or {}
+  for key, label in (('mse_noisy_vs_clean', 'MSE(noisy, clean)'),
+                     ('mse_recon_noisy_vs_clean', 'MSE(reconstruction of noisy, clean)'),
+                     ('mse_recon_clean_vs_clean', 'MSE(reconstruction of clean, clean)')):
+    extra = f" {_fmt(pdn.get(key, '-'))} |" if 'parent' in results else ''
+    lines.append(f'| {label} | {dn[key]:.5f} |{extra}')
+  for m in metrics:
+    extra = ''
+    if 'parent' in results:
+      pq = (parent.get('noisy_queries') or {}).get(m, {})
+      extra = f" {_fmt(pq.get('P@10', '-'))} |"
+    lines.append(f"| noisy-query P@10, {m} (clean: {results['retrieval'][m]['P@10']:.4f}) | "
+                 f"{results['noisy_queries'][m]['P@10']:.4f} |{extra}")
+  if 'parent' in results:
+    lines += ['', f"Parent run (train.init_from): `{parent['workdir']}`."]
+  lines += ['', "## The seed's setting", '',
+            'Gallery: first 500 train + first 500 test codes; queries: the first 10 (self excluded).',
+            '', '| metric | precision |', '| --- | --- |']
+  for m, r in results['seed_setting'].items():
+    (k, v), = r.items()
+    lines.append(f'| {m} | {k} = {v:.2f} |')
+  st = results['latent']
+  lines += ['', '## Latent statistics (test set)', '', '| unit | mean | std | min | max |',
+            '| --- | --- | --- | --- | --- |']
+  for j in range(len(st['mean'])):
+    lines.append(f"| {j} | {st['mean'][j]:.3f} | {st['std'][j]:.3f} | {st['min'][j]:.3f} | "
+                 f"{st['max'][j]:.3f} |")
+  lines += ['', '## Figures', '']
+  for key, rel in results['figures'].items():
+    lines += [f'### {FIGURE_TITLES.get(key, key)}', '', f'![{key}]({rel})', '']
+  lines += ['## Config', '', '```json', config.to_json_best_effort(indent=2), '```', '']
+  return '\n'.join(lines)
+
+
+def write_report(workdir, config, results):
+  path = os.path.join(workdir, 'report.md')
+  with open(path, 'w') as f:
+    f.write(build_report(config, results))
+  return path

@@ -1,0 +1,93 @@
+"""nearest_neighbors against a NumPy brute force, including ties, duplicates and zero vectors."""
+
+import numpy as np
+import pytest
+
+from eval.neighbors import nearest_neighbors
+
+
+def brute_force(q, g, k, metric, exclude_self=False):
+  q, g = q.astype(np.float64), g.astype(np.float64)
+  if metric == 'euclidean':
+    d = np.sqrt(((q[:, None] - g[None]) ** 2).sum(-1))
+  elif metric == 'manhattan':
+    d = np.abs(q[:, None] - g[None]).sum(-1)
+  else:
+    nq, ng = np.linalg.norm(q, axis=1), np.linalg.norm(g, axis=1)
+    sim = (q @ g.T) / np.where(nq > 0, nq, 1)[:, None] / np.where(ng > 0, ng, 1)[None]
+    d = 1 - sim
+  if exclude_self:
+    d[np.arange(len(q)), np.arange(len(q))] = np.inf
+  order = np.lexsort((np.broadcast_to(np.arange(len(g)), d.shape), d), axis=1)[:, :k]
+  return np.take_along_axis(d, order, 1), order
+
+
+def integer_data(seed, nq, ng, dim=4):
+  """Small integer coordinates: exact float32 distances and many ties."""
+  rng = np.random.default_rng(seed)
+  g = rng.integers(-2, 3, (ng, dim)).astype(np.float32)
+  g[5] = g[3]  # duplicates
+  g[7] = 0.0   # a zero vector
+  q = rng.integers(-2, 3, (nq, dim)).astype(np.float32)
+  q[0] = 0.0
+  q[1] = g[3]
+  return q, g
+
+
+@pytest.mark.parametrize('metric', ['euclidean', 'manhattan', 'cosine'])
+def test_matches_brute_force_with_ties_duplicates_zero_vectors_and_ragged_chunks(metric):
+  q, g = integer_data(0, 37, 203)
+  # gallery 203 is not a multiple of the 48-row tile; k=60 is larger than a tile
+  for k in (1, 10, 60):
+    d, i = nearest_neighbors(q, g, k, metric, query_chunk=16, gallery_chunk=48)
+    rd, ri = brute_force(q, g, k, metric)
+    np.testing.assert_allclose(d, rd, atol=1e-5)
+    if metric != 'cosine':  # cosine ties of rounded values may order differently
+      np.testing.assert_array_equal(i, ri)
+    assert np.all(np.diff(d, axis=1) >= 0)
+
+
+def test_integer_ties_are_broken_by_the_lower_index():
+  g = np.array([[1, 0], [0, 1], [-1, 0], [0, -1], [2, 0]], np.float32)
+  d, i = nearest_neighbors(np.zeros((1, 2), np.float32), g, 4, 'euclidean', gallery_chunk=2)
+  np.testing.assert_array_equal(i, [[0, 1, 2, 3]])
+  np.testing.assert_allclose(d, [[1, 1, 1, 1]])
+
+
+def test_cosine_of_a_zero_vector_is_one_not_nan():
+  g = np.array([[0, 0], [1, 0]], np.float32)
+  d, i = nearest_neighbors(np.zeros((1, 2), np.float32), g, 2, 'cosine')
+  np.testing.assert_allclose(d, [[1, 1]])
+  d, _ = nearest_neighbors(np.array([[3, 0]], np.float32), g, 2, 'cosine')
+  np.testing.assert_allclose(d, [[0, 1]], atol=1e-6)
+
+
+@pytest.mark.parametrize('metric', ['euclidean', 'manhattan', 'cosine'])
+def test_self_exclusion(metric):
+  q, _ = integer_data(1, 50, 50)
+  q[10] = q[11]  # a duplicate still finds its twin, just not itself
+  d, i = nearest_neighbors(q, q, 5, metric, exclude_self=True, query_chunk=16, gallery_chunk=24)
+  rd, ri = brute_force(q, q, 5, metric, exclude_self=True)
+  assert not np.any(i == np.arange(50)[:, None])
+  np.testing.assert_allclose(d, rd, atol=1e-5)
+  assert i[10, 0] == 11 and d[10, 0] == pytest.approx(0, abs=1e-5)
+
+
+@pytest.mark.parametrize('metric', ['euclidean', 'manhattan', 'cosine'])
+def test_random_float_data_distances(metric):
+  rng = np.random.default_rng(2)
+  q, g = rng.normal(size=(70, 10)).astype(np.float32), rng.normal(size=(300, 10)).astype(np.float32)
+  d, i = nearest_neighbors(q, g, 10, metric, query_chunk=32, gallery_chunk=64)
+  rd, ri = brute_force(q, g, 10, metric)
+  np.testing.assert_allclose(d, rd, rtol=1e-4, atol=1e-4)
+  assert (i == ri).mean() > 0.99
+
+
+def test_bad_arguments_are_clear_errors():
+  x = np.zeros((3, 2), np.float32)
+  with pytest.raises(ValueError, match='unknown metric'):
+    nearest_neighbors(x, x, 1, 'chebyshev')
+  with pytest.raises(ValueError, match='k=3'):
+    nearest_neighbors(x, x, 3, 'euclidean', exclude_self=True)
+  with pytest.raises(ValueError, match='must be'):
+    nearest_neighbors(x, np.zeros((3, 4), np.float32), 1, 'euclidean')

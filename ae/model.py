@@ -73,8 +73,17 @@ class DenseDecoder(nn.Module):
     return out.reshape(z_ND.shape[0], *IMAGE_SHAPE)
 
 
+def depth_to_space_2x(x_NHWC):
+  """[N, H, W, 4C] -> [N, 2H, 2W, C] (sub-pixel upsampling)."""
+  n, h, w, c4 = x_NHWC.shape
+  c = c4 // 4
+  x = x_NHWC.reshape(n, h, w, 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, 2 * h, 2 * w, c)
+
+
 class ConvDecoder(nn.Module):
-  """A dense layer to a 4x4 map, then one stride-2 transposed conv per width up to 32x32."""
+  """A dense layer to a small map, then per width a 3x3 conv to 4x channels and a 2x sub-pixel
+  upsampling (the checkerboard-free equivalent of a stride-2 transposed conv), up to 32x32."""
   features: Sequence[int]
 
   @nn.compact
@@ -83,8 +92,7 @@ class ConvDecoder(nn.Module):
     h = nn.relu(nn.Dense(start * start * self.features[0])(z_ND))
     h = h.reshape(z_ND.shape[0], start, start, self.features[0])
     for f in self.features:
-      h = nn.relu(nn.ConvTranspose(f, (4, 4), strides=(2, 2), padding='SAME')(h))
-      h = nn.relu(PatchConv(f, (3, 3), padding='SAME')(h))
+      h = nn.relu(depth_to_space_2x(PatchConv(4 * f, (3, 3), padding='SAME')(h)))
     return nn.sigmoid(PatchConv(IMAGE_SHAPE[2], (3, 3), padding='SAME')(h))
 
 

@@ -19,6 +19,9 @@ def maybe_initialize_distributed():
   that JAX detects itself (SLURM, Cloud TPU, MPI) need only AE_DISTRIBUTED=1.
   """
   env = os.environ
+  if env.get('JAX_COORDINATOR_ADDRESS') or env.get('AE_DISTRIBUTED') == '1':
+    # CPU processes need a cross-process collectives backend; GPUs and TPUs ignore this.
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   if env.get('JAX_COORDINATOR_ADDRESS') and env.get('JAX_NUM_PROCESSES'):
     jax.distributed.initialize(
         coordinator_address=env['JAX_COORDINATOR_ADDRESS'],

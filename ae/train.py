@@ -184,8 +184,17 @@ def prepare_workdir(workdir):
 
 
 def train(config, workdir):
-  """Trains (resuming from workdir's latest checkpoint if any); returns (state, mesh, dataset)."""
+  """Trains (resuming from workdir's latest checkpoint if any); returns (state, mesh, dataset).
+
+  SIGTERM/SIGINT at any point after the config checks saves a checkpoint of the current step and
+  raises Preempted.
+  """
   validate_config(config)
+  with _StopRequest() as stop:
+    return _train(config, workdir, stop)
+
+
+def _train(config, workdir, stop):
   prepare_workdir(workdir)
   mesh = parallel.make_mesh()
   t = config.train
@@ -254,59 +263,67 @@ def train(config, workdir):
       epoch_acc['n'] += 1
       if s % t.log_every_steps == 0 or s == total_steps:
         done = s - timer['step']
-        rate = done * t.batch_size / (now - timer['t']) if done and now > timer['t'] else float('nan')
-        overall = (s - timer['step0']) / (now - timer['t0']) if now > timer['t0'] else float('nan')
-        eta = (total_steps - s) / overall if overall == overall and overall > 0 else float('nan')
+        # The first window (it holds compilation) has no rate: null, not a made-up number.
+        rate = done * t.batch_size / (now - timer['t']) if done and now > timer['t'] else None
+        overall = (s - timer['step0']) / (now - timer['t0']) if now > timer['t0'] else 0.0
         rec = {'step': s, 'epoch': s / steps_per_epoch, 'train/loss': window['sum'] / window['n'],
                'imgs_per_s': rate}
         log.write(rec)
-        logging.info('epoch %d/%d step %d/%d loss %.5f %.0f imgs/s ETA %s',
+        logging.info('epoch %d/%d step %d/%d loss %.5f %s imgs/s ETA %s',
                      (s - 1) // steps_per_epoch + 1, t.num_epochs, s, total_steps, rec['train/loss'],
-                     rate, format_eta(eta) if eta == eta else '?')
+                     '?' if rate is None else f'{rate:.0f}',
+                     format_eta((total_steps - s) / overall) if overall > 0 else '?')
         window.update(sum=0.0, n=0)
         timer.update(t=now, step=s)
 
+  def end_epoch(epoch, step):
+    sse = apply_in_batches(mesh, sse_fn, state.params, test_images, len(ds.test_images),
+                           t.eval_batch_size)
+    test_mse = float(np.sum(sse) / (sse.size * np.prod(IMAGE_SHAPE)))
+    took = time.time() - epoch_acc['t']
+    rec = {'step': step, 'epoch': epoch + 1,
+           'train/epoch_loss': epoch_acc['sum'] / max(epoch_acc['n'], 1),
+           'test/mse': test_mse, 'epoch_time_s': took,
+           'epoch_imgs_per_s': epoch_acc['n'] * t.batch_size / took}
+    log.write(rec)
+    logging.info('epoch %d/%d done: train loss %.5f, test MSE %.5f, %.1f s (%.0f imgs/s)',
+                 epoch + 1, t.num_epochs, rec['train/epoch_loss'], test_mse, took,
+                 rec['epoch_imgs_per_s'])
+    epoch_acc.update(sum=0.0, n=0, t=time.time())
+
   step = start_step
-  pending = None
+  pending = None  # (first step, device losses) of the last dispatched chunk, fetched one later
   indices, indices_epoch = None, -1
   try:
-    with _StopRequest() as stop:
-      while step < total_steps:
-        epoch, i = divmod(step, steps_per_epoch)
-        if epoch != indices_epoch:
-          indices, indices_epoch = epoch_indices(config.seed, epoch, num_train, steps_per_epoch,
-                                                 t.batch_size), epoch
-        next_ckpt = (step // t.checkpoint_every_steps + 1) * t.checkpoint_every_steps
-        n = min(t.steps_per_jit, steps_per_epoch - i, next_ckpt - step)
-        state, metrics = train_fn(state, train_images, parallel.put(indices[i:i + n], idx_sharding))
-        if pending is not None:
-          consume(*pending)
-        pending = (step, metrics['loss'])
-        step += n
-        epoch_end = step % steps_per_epoch == 0
-        if step % t.checkpoint_every_steps == 0 or epoch_end or step == total_steps or stop.signal:
-          consume(*pending)
-          pending = None
-        if step % t.checkpoint_every_steps == 0 or step == total_steps or stop.signal:
-          ckpt.save(mngr, state, force=True)
-        if epoch_end:
-          sse = apply_in_batches(mesh, sse_fn, state.params, test_images, len(ds.test_images),
-                                 t.eval_batch_size)
-          test_mse = float(np.sum(sse) / (sse.size * np.prod(IMAGE_SHAPE)))
-          took = time.time() - epoch_acc['t']
-          rec = {'step': step, 'epoch': epoch + 1,
-                 'train/epoch_loss': epoch_acc['sum'] / max(epoch_acc['n'], 1),
-                 'test/mse': test_mse, 'epoch_time_s': took,
-                 'epoch_imgs_per_s': epoch_acc['n'] * t.batch_size / took}
-          log.write(rec)
-          logging.info('epoch %d/%d done: train loss %.5f, test MSE %.5f, %.1f s (%.0f imgs/s)',
-                       epoch + 1, t.num_epochs, rec['train/epoch_loss'], test_mse, took,
-                       rec['epoch_imgs_per_s'])
-          epoch_acc.update(sum=0.0, n=0, t=time.time())
-        if stop.signal:
-          logging.warning('%s received: saved a checkpoint at step %d in %s; run the same command '
-                          'again to continue.', stop.signal, step, mngr.directory)
-          raise Preempted(stop.signal, step)
+    while step < total_steps and not stop.signal:
+      epoch, i = divmod(step, steps_per_epoch)
+      if epoch != indices_epoch:
+        indices = epoch_indices(config.seed, epoch, num_train, steps_per_epoch, t.batch_size)
+        indices_epoch = epoch
+      next_ckpt = (step // t.checkpoint_every_steps + 1) * t.checkpoint_every_steps
+      n = min(t.steps_per_jit, steps_per_epoch - i, next_ckpt - step)
+      state, metrics = train_fn(state, train_images, parallel.put(indices[i:i + n], idx_sharding))
+      if pending is not None:
+        consume(*pending)
+      pending = (step, metrics['loss'])
+      step += n
+      epoch_end = step % steps_per_epoch == 0
+      ckpt_due = step % t.checkpoint_every_steps == 0 or step == total_steps
+      if ckpt_due or epoch_end:
+        consume(*pending)  # never save a state whose loss was not checked
+        pending = None
+      if ckpt_due:
+        ckpt.save(mngr, state, force=True)
+      if epoch_end:
+        end_epoch(epoch, step)
+    if stop.signal:
+      if pending is not None:
+        consume(*pending)
+      ckpt.save(mngr, state, force=True)
+      mngr.wait_until_finished()
+      logging.warning('%s received: saved a checkpoint at step %d in %s; run the same command '
+                      'again to continue.', stop.signal, step, mngr.directory)
+      raise Preempted(stop.signal, step)
   finally:
     mngr.wait_until_finished()
     log.close()

@@ -49,8 +49,8 @@ def load_query_image(path, max_pixels):
       im.load()
       rgb = im.convert('RGB')
   except Image.DecompressionBombError as e:
-    raise QueryImageError(f'{path} is too large to decode safely ({e}); the limit is '
-                          f'{max_pixels:,} pixels (eval.max_image_pixels)') from e
+    raise QueryImageError(f'{path} is over the limit of {max_pixels:,} pixels '
+                          f'(eval.max_image_pixels) and was not decoded ({e}); shrink it first') from e
   except QueryImageError:
     raise
   except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for unknown, truncated or bad data

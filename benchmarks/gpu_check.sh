@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One prepared check for a single-GPU (H200) machine that has JAX with CUDA but none of our other
+# packages and no network. Run benchmarks/fetch_gpu_wheels.sh first where PyPI is reachable, carry
+# .whl/ along, then run this from the repository root. It prints the benchmarks' JSON lines, all on
+# synthetic data of CIFAR-10's shape (the real data is too large to bring).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/ae_site .whl/*.whl || exit 1
+  export PYTHONPATH="/tmp/ae_site:${PWD}"
+else
+  export PYTHONPATH="${PWD}"
+fi
+nvidia-smi -L || true
+python3 -c 'import jax; print("devices:", jax.devices())' || exit 1
+
+# 1. the train step: one step per call, then a whole epoch (390 steps) per jitted call
+python3 -m benchmarks.train_speed --steps=50 --windows=5
+python3 -m benchmarks.train_speed --steps=390 --steps_per_jit=390 --windows=3
+# 2. exact 10k x 60k queries per metric
+python3 -m benchmarks.query_speed --repeats=5
+# 3. one epoch over 50,000 images and the whole evaluation
+python3 -m benchmarks.epoch_time --steps_per_jit=390
+# 4. the 25-epoch default training on 50,000 images, wall time including compilation
+start=$(date +%s.%N)
+python3 main.py --config=configs/default.py --workdir=/tmp/ae_gpu25 --config.data.source=synthetic \
+  --config.data.synthetic_train=50000 --config.data.synthetic_test=10000 \
+  --config.train.steps_per_jit=390 --config.train.checkpoint_every_steps=9750 \
+  --config.eval.enabled=False 2>/tmp/ae_gpu25.log
+rc=$?
+end=$(date +%s.%N)
+python3 -c "import json,sys; print(json.dumps({'bench': 'train_25_epochs', 'rc': $rc, 'wall_s': round($end - $start, 2), 'includes': 'process start, compilation, checkpoints'}))"
+tail -3 /tmp/ae_gpu25.log

@@ -1,0 +1,155 @@
+"""Images/s of the real train step of the default model, optionally beside Keras/TF and PyTorch.
+
+    python -m benchmarks.train_speed [--batch_size=128] [--peers]
+
+Ours: the jitted step of ae.train (batch gathered on device, noise std 0.1 drawn and clipped in
+the step, Adam update included). Peers (--peers, needs benchmarks/requirements.txt): the same
+architecture, loss, optimizer, noise and batch in Keras 3 on TensorFlow and in PyTorch, timed in
+windows that alternate with ours. Each impl's number is the median of its windows.
+"""
+
+import statistics
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from benchmarks import common
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer('batch_size', 128, 'global batch')
+flags.DEFINE_bool('peers', False, 'also time Keras/TF and PyTorch, alternating with ours')
+flags.DEFINE_integer('windows', 5, 'timed windows per implementation')
+flags.DEFINE_integer('steps', 10, 'train steps per window')
+flags.DEFINE_integer('num_images', 10000, 'images resident on device to gather batches from')
+flags.DEFINE_float('noise_std', 0.1, 'input noise')
+flags.DEFINE_integer('steps_per_jit', 1, 'steps per jitted call (lax.scan)')
+
+
+def ours(batch_size, num_images, noise_std, steps, steps_per_jit):
+  """Returns (run_window, flops_per_image)."""
+  from ae import parallel, train
+  from configs import default
+  config = default.get_config()
+  config.train.batch_size = batch_size
+  mesh = parallel.make_mesh()
+  state = train.create_train_state(config, mesh, total_steps=10 ** 6)
+  rng = np.random.default_rng(0)
+  images = parallel.put(rng.integers(0, 256, (num_images, 32, 32, 3), dtype=np.uint8),
+                        parallel.replicated(mesh))
+  fn = train.make_train_fn(mesh, 0, noise_std)
+  sharding = parallel.data_sharded(mesh, 2, 1)
+  idx = [parallel.put(rng.integers(0, num_images, (steps_per_jit, batch_size), dtype=np.int32),
+                      sharding) for _ in range(4)]
+  cost = fn.lower(state, images, idx[0]).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get('flops', float('nan'))) / (batch_size * steps_per_jit)
+  box = {'state': state}
+
+  def window():
+    s = box['state']
+    for i in range(steps // steps_per_jit):
+      s, m = fn(s, images, idx[i % len(idx)])
+    m['loss'].block_until_ready()
+    box['state'] = s
+
+  window()  # compile and warm up
+  return window, flops
+
+
+def keras_peer(batch_size, num_images, noise_std, steps):
+  import keras
+  from keras import layers
+  inp = keras.Input((32, 32, 3))
+  x = layers.GaussianNoise(noise_std)(inp)
+  x = layers.Lambda(lambda t: keras.ops.clip(t, 0.0, 1.0))(x)
+  x = layers.Conv2D(32, 3, activation='relu')(x)
+  x = layers.MaxPooling2D(2)(x)
+  x = layers.Conv2D(64, 3, activation='relu')(x)
+  x = layers.MaxPooling2D(2)(x)
+  x = layers.Conv2D(128, 3, activation='relu')(x)
+  x = layers.Dense(10)(layers.Flatten()(x))
+  for f in (512, 1024, 2048):
+    x = layers.Dense(f, activation='relu')(x)
+  out = layers.Reshape((32, 32, 3))(layers.Dense(3072, activation='sigmoid')(x))
+  model = keras.Model(inp, out)
+  assert model.count_params() == 9_038_410
+  model.compile(optimizer=keras.optimizers.Adam(1e-3), loss='mse')
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (num_images, 32, 32, 3), dtype=np.uint8)
+  batches = [(images[rng.integers(0, num_images, batch_size)] / 255.0).astype(np.float32)
+             for _ in range(4)]
+
+  def window():
+    for i in range(steps):
+      loss = model.train_on_batch(batches[i % 4], batches[i % 4])
+    float(loss)
+
+  window()
+  return window
+
+
+def torch_peer(batch_size, num_images, noise_std, steps):
+  import torch
+  from torch import nn
+  model = nn.Sequential(
+      nn.Conv2d(3, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(),
+      nn.MaxPool2d(2), nn.Conv2d(64, 128, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2048, 10),
+      nn.Linear(10, 512), nn.ReLU(), nn.Linear(512, 1024), nn.ReLU(), nn.Linear(1024, 2048),
+      nn.ReLU(), nn.Linear(2048, 3072), nn.Sigmoid())
+  assert sum(p.numel() for p in model.parameters()) == 9_038_410
+  opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+  gen = torch.Generator().manual_seed(0)
+  images = torch.randint(0, 256, (num_images, 3, 32, 32), dtype=torch.uint8, generator=gen)
+
+  def step():
+    idx = torch.randint(0, num_images, (batch_size,), generator=gen)
+    clean = images[idx].float() / 255.0
+    noisy = (clean + noise_std * torch.randn_like(clean)).clamp(0.0, 1.0)
+    loss = torch.mean((model(noisy).reshape(-1, 3, 32, 32) - clean) ** 2)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+  def window():
+    for _ in range(steps):
+      loss = step()
+    float(loss)
+
+  window()
+  return window
+
+
+def main(argv):
+  del argv
+  b, n, s = FLAGS.batch_size, FLAGS.num_images, FLAGS.steps
+  impls = {'ours': None}
+  impls['ours'], flops = ours(b, n, FLAGS.noise_std, s, FLAGS.steps_per_jit)
+  if FLAGS.peers:
+    impls['keras'] = keras_peer(b, n, FLAGS.noise_std, s)
+    impls['torch'] = torch_peer(b, n, FLAGS.noise_std, s)
+  times = {k: [] for k in impls}
+  for w in range(FLAGS.windows):  # alternate so that machine noise hits every impl alike
+    for name, window in impls.items():
+      times[name].append(common.time_call(window, 1))
+    common.log(f'window {w + 1}/{FLAGS.windows}: ' +
+               ', '.join(f'{k} {b * s / t[-1]:.0f} imgs/s' for k, t in times.items()))
+  peak = common.matmul_peak_flops()
+  rates = {k: b * s / statistics.median(t) for k, t in times.items()}
+  for name, rate in rates.items():
+    line = {'bench': 'train_step', 'impl': name, 'batch_size': b, 'imgs_per_s': round(rate, 1),
+            'devices': jax.device_count(), 'backend': jax.default_backend(),
+            'windows': FLAGS.windows, 'steps_per_window': s}
+    if name == 'ours':
+      line.update(flops_per_image=flops, matmul_peak_gflops=round(peak / 1e9, 1),
+                  fraction_of_matmul_peak=round(rate * flops / peak, 3),
+                  steps_per_jit=FLAGS.steps_per_jit)
+    common.emit(**line)
+  if FLAGS.peers:
+    common.emit(bench='train_step_ratio', batch_size=b,
+                **{f'ours_over_{k}': round(rates['ours'] / rates[k], 3) for k in rates if k != 'ours'})
+
+
+if __name__ == '__main__':
+  app.run(main)

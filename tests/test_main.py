@@ -104,3 +104,12 @@ def test_mistyped_override_is_an_error(tmp_path):
   proc = run_python(['main.py', '--config=configs/test.py', f'--workdir={tmp_path}',
                      '--config.train.learning_rat=0.1'])
   assert proc.returncode != 0 and 'learning_rat' in proc.stderr
+
+
+def test_results_table_gathers_runs(run_dir):
+  proc = run_python(['-m', 'benchmarks.results_table', str(run_dir), str(run_dir)])
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stdout.strip().splitlines()
+  assert lines[0].startswith('| run |') and len(lines) == 2 + 2 + 2
+  assert lines[2].startswith('| run | dense | 10 | 0.1 |')
+  assert 'PCA-10 (reference)' in proc.stdout

@@ -1,0 +1,69 @@
+"""Gathers the results.json of several runs into one Markdown table.
+
+    python -m benchmarks.results_table runs/default runs/denoise runs/conv ...
+"""
+
+import json
+import os
+import sys
+
+METRICS = ('euclidean', 'manhattan', 'cosine')
+
+
+def _get(d, *keys):
+  for k in keys:
+    if not isinstance(d, dict) or k not in d:
+      return None
+    d = d[k]
+  return d
+
+
+def _fmt(x, spec='.4f'):
+  return '-' if x is None else format(x, spec)
+
+
+def row(name, r, config):
+  p10 = [_fmt(_get(r, 'retrieval', m, 'P@10'), '.3f') for m in METRICS]
+  noisy = [_fmt(_get(r, 'noisy_queries', m, 'P@10'), '.3f') for m in METRICS]
+  tr = r.get('train') or {}
+  return (f"| {name} | {_get(config, 'model', 'decoder') or '-'} | {_get(config, 'model', 'latent_dim')} "
+          f"| {_get(config, 'train', 'noise_std')} | {_fmt(_get(r, 'test', 'mse'), '.5f')} "
+          f"| {_fmt(_get(r, 'test', 'psnr'), '.2f')} | {' / '.join(p10)} | {' / '.join(noisy)} "
+          f"| {_fmt(_get(r, 'denoising', 'mse_recon_noisy_vs_clean'), '.5f')} "
+          f"| {tr.get('epochs', '-')} | {_fmt(tr.get('train_time_s'), '.0f')} |")
+
+
+def build_table(run_dirs):
+  lines = ['| run | decoder | latent | noise | test MSE | PSNR | P@10 eucl / manh / cos '
+           '| noisy-query P@10 | MSE(recon noisy) | epochs | train s |',
+           '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+  refs = None
+  for d in run_dirs:
+    with open(os.path.join(d, 'results.json')) as f:
+      r = json.load(f)
+    config = {}
+    if os.path.isfile(os.path.join(d, 'config.json')):
+      with open(os.path.join(d, 'config.json')) as f:
+        config = json.load(f)
+    lines.append(row(os.path.basename(os.path.normpath(d)), r, config))
+    refs = refs or r.get('references')
+  if refs:
+    for name, key in ((f"PCA-{refs['pca']['dim']} (reference)", 'pca'),
+                      ('raw pixels (reference)', 'raw_pixels')):
+      p10 = ' / '.join(_fmt(_get(refs, key, m, 'P@10'), '.3f') for m in METRICS)
+      mse = _fmt(refs[key].get('test_mse'), '.5f') if key == 'pca' else '-'
+      lines.append(f'| {name} | - | {refs[key]["dim"]} | - | {mse} | - | {p10} | - | - | - | - |')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  if len(argv) < 2:
+    raise SystemExit(__doc__)
+  missing = [d for d in argv[1:] if not os.path.isfile(os.path.join(d, 'results.json'))]
+  if missing:
+    raise SystemExit(f'no results.json in: {", ".join(missing)} (run main.py there first)')
+  print(build_table(argv[1:]))
+
+
+if __name__ == '__main__':
+  main(sys.argv)

@@ -91,3 +91,16 @@ def test_bad_arguments_are_clear_errors():
     nearest_neighbors(x, x, 3, 'euclidean', exclude_self=True)
   with pytest.raises(ValueError, match='must be'):
     nearest_neighbors(x, np.zeros((3, 4), np.float32), 1, 'euclidean')
+
+
+@pytest.mark.parametrize('metric', ['euclidean', 'manhattan', 'cosine'])
+def test_high_dimensional_codes_take_the_tiled_path_and_match(metric):
+  rng = np.random.default_rng(3)
+  q = rng.integers(0, 3, (20, 700)).astype(np.float32)
+  g = rng.integers(0, 3, (150, 700)).astype(np.float32)
+  g[7] = g[3]
+  d, i = nearest_neighbors(q, g, 12, metric, query_chunk=8, gallery_chunk=64)
+  rd, ri = brute_force(q, g, 12, metric)
+  np.testing.assert_allclose(d, rd, rtol=1e-5, atol=1e-4)
+  if metric != 'cosine':
+    np.testing.assert_array_equal(i, ri)

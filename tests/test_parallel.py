@@ -36,3 +36,28 @@ def test_four_devices_match_one_device(tmp_path):
   np.testing.assert_allclose(four['losses'], one['losses'], rtol=2e-5)
   np.testing.assert_allclose(four['test'], one['test'], rtol=2e-5)
   np.testing.assert_allclose(four['sums'], one['sums'], rtol=1e-4)
+
+
+NEIGHBORS_SCRIPT = '''
+import jax, sys
+jax.config.update('jax_num_cpu_devices', 4)
+import numpy as np
+from eval.neighbors import nearest_neighbors
+from ae.parallel import make_mesh
+rng = np.random.default_rng(0)
+q = rng.integers(-2, 3, (50, 6)).astype(np.float32)
+g = rng.integers(-2, 3, (300, 6)).astype(np.float32)
+mesh = make_mesh()
+assert mesh.size == 4
+for m in ('euclidean', 'manhattan', 'cosine'):
+  d4, i4 = nearest_neighbors(q, g, 7, m, query_chunk=16, gallery_chunk=100, mesh=mesh)
+  d1, i1 = nearest_neighbors(q, g, 7, m, query_chunk=16, gallery_chunk=100)
+  np.testing.assert_allclose(d4, d1, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(i4, i1)
+print('ok')
+'''
+
+
+def test_queries_split_across_four_devices_give_the_same_neighbours():
+  proc = run_python(['-c', NEIGHBORS_SCRIPT])
+  assert proc.returncode == 0 and proc.stdout.strip().endswith('ok'), proc.stderr[-3000:]

@@ -13,7 +13,7 @@ from flax.training import train_state
 
 from ae import checkpoint as ckpt
 from ae import parallel
-from ae.config_check import validate_config
+from ae.config_check import ConfigError, validate_config
 from ae.data import load_dataset
 from ae.metrics_log import MetricsLog
 from ae.model import IMAGE_SHAPE, create_model, to_float
@@ -212,7 +212,8 @@ def _train(config, workdir, stop):
   ds = load_dataset(config.data, config.seed)
   num_train = len(ds.train_images)
   if num_train < t.batch_size:
-    raise ValueError(f'{num_train} training images are fewer than train.batch_size={t.batch_size}')
+    raise ConfigError(f'{num_train} training images ({ds.source}) are fewer than '
+                      f'train.batch_size={t.batch_size}: lower the batch or use more data.')
   steps_per_epoch = num_train // t.batch_size
   total_steps = steps_per_epoch * t.num_epochs
   state = create_train_state(config, mesh, total_steps)

@@ -206,3 +206,8 @@ def test_query_input_faults_are_clear_errors(tmp_path):
     assert name in str(e.value)
   img, note = load_query_image(str(tmp_path / 'ok.png'), 4096 * 4096)
   assert img.shape == (32, 32, 3) and note == ''
+
+
+def test_fewer_images_than_one_batch_is_a_config_error(tmp_path):
+  with pytest.raises(ConfigError, match='fewer than train.batch_size=32'):
+    train.train(tiny_config(data__synthetic_train=20), str(tmp_path / 'run'))

@@ -76,17 +76,26 @@ def test_sigkill_anywhere_then_restart_gives_the_uninterrupted_result(tmp_path, 
   metrics = workdir / 'metrics.jsonl'
   rng = np.random.default_rng(0)
   kills = 0
+
+  def writing_checkpoint():  # orbax's temporary directory exists only while it writes
+    return bool(glob.glob(str(ckpt_dir / '*tmp*')))
+
+  def after(seconds, also=lambda: True):
+    start = time.time()
+    return lambda: time.time() - start > seconds and also()
+
+  def training():
+    return metrics.exists() and metrics.stat().st_size > 0
+
   triggers = [
-      # while a checkpoint is being written: orbax's temporary directory exists
-      lambda: bool(glob.glob(str(ckpt_dir / '*tmp*'))),
-      # at random moments during training
-      lambda d=rng.uniform(0.2, 2.0): metrics.exists() and time.time() - metrics.stat().st_mtime < d,
-      lambda: bool(glob.glob(str(ckpt_dir / '*tmp*'))),
-      lambda t=time.time, d=rng.uniform(0.0, 0.5): metrics.exists() and len(metrics.read_text()) > 0,
+      lambda: writing_checkpoint,
+      lambda: after(rng.uniform(0.0, 1.0), training),  # a random moment while training
+      lambda: writing_checkpoint,
+      lambda: after(rng.uniform(0.5, 3.0)),  # a random moment, possibly during start-up
   ]
-  for trigger in triggers:
+  for make_trigger in triggers:
     p = _popen(workdir)
-    kills += _kill_when(p, trigger)
+    kills += _kill_when(p, make_trigger())
   p = _popen(workdir)
   _, err = p.communicate(timeout=600)
   assert p.returncode == 0, err[-2000:]

@@ -23,11 +23,11 @@ def checkpoint_dir(path):
   return sub if os.path.isdir(sub) else path
 
 
-def make_manager(workdir, save_every_steps, max_to_keep=3):
+def make_manager(workdir, max_to_keep=3):
+  """The run's manager; the train loop decides when to save (every N steps, at the end, on SIGTERM)."""
   return ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), 'checkpoints'),
-      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           save_interval_steps=save_every_steps),
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
       item_names=ITEMS)
 
 
@@ -47,12 +47,12 @@ def param_shapes(params):
   return {jax.tree_util.keystr(p): list(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(params)}
 
 
-def save(mngr, state, force=False):
+def save(mngr, state):
   """Saves state at its step (asynchronously); a step already saved is left as it is."""
   if int(state.step) in mngr.all_steps():
     return False
   meta = {'step': int(state.step), 'param_shapes': param_shapes(state.params)}
-  return mngr.save(int(state.step), force=force, args=ocp.args.Composite(
+  return mngr.save(int(state.step), force=True, args=ocp.args.Composite(
       params=ocp.args.StandardSave(state.params),
       opt_state=ocp.args.StandardSave(state.opt_state),
       meta=ocp.args.JsonSave(meta)))

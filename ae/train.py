@@ -200,7 +200,7 @@ def _train(config, workdir, stop):
   t = config.train
 
   # Everything that can fail on the config or checkpoints fails before the data is loaded.
-  mngr = ckpt.make_manager(workdir, t.checkpoint_every_steps)
+  mngr = ckpt.make_manager(workdir)
   resuming = mngr.latest_step() is not None
   parent = ckpt.open_readonly(t.init_from) if t.init_from and not resuming else None
   shapes = abstract_params(config)
@@ -314,13 +314,13 @@ def _train(config, workdir, stop):
         consume(*pending)  # never save a state whose loss was not checked
         pending = None
       if ckpt_due:
-        ckpt.save(mngr, state, force=True)
+        ckpt.save(mngr, state)
       if epoch_end:
         end_epoch(epoch, step)
     if stop.signal:
       if pending is not None:
         consume(*pending)
-      ckpt.save(mngr, state, force=True)
+      ckpt.save(mngr, state)
       mngr.wait_until_finished()
       logging.warning('%s received: saved a checkpoint at step %d in %s; run the same command '
                       'again to continue.', stop.signal, step, mngr.directory)

@@ -35,8 +35,8 @@ def test_checkpoint_round_trip(tmp_path):
   state = train.create_train_state(config, mesh, total_steps=8)
   state, _ = jax.jit(lambda s: train.train_step(s, np.zeros((4, 32, 32, 3), np.uint8),
                                                 jax.random.key(0), 0.1))(state)
-  mngr = ckpt.make_manager(str(tmp_path), 100)
-  ckpt.save(mngr, state, force=True)
+  mngr = ckpt.make_manager(str(tmp_path))
+  ckpt.save(mngr, state)
   mngr.wait_until_finished()
   fresh = train.create_train_state(config, mesh, total_steps=8)
   params, opt_state, step = ckpt.restore_state(ckpt.open_readonly(str(tmp_path)), fresh)

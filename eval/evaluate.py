@@ -29,27 +29,31 @@ def psnr(mse):
 
 
 def make_encoders(mesh, model, noise_std, seed):
-  """Two jitted batch functions: codes of clean images, and everything about one test image."""
+  """Jitted batch functions: codes; per-test-image codes and errors, clean and noisy; figure images."""
   noise_key = jax.random.fold_in(jax.random.key(seed), 2)
 
   def encode(params, x, idx):
     del idx
     return model.apply(params, x, method=model.encode)
 
-  def test_outputs(params, x, idx):
+  def noisy(x, idx):
+    """Noise drawn per image from its index: the same for an image in any batch or process."""
     keys = jax.vmap(lambda i: jax.random.fold_in(noise_key, i))(idx)
-    noisy = jax.vmap(lambda k, xi: add_noise(xi, k, noise_std))(keys, x)
-    z, z_noisy = (model.apply(params, v, method=model.encode) for v in (x, noisy))
+    return jax.vmap(lambda k, xi: add_noise(xi, k, noise_std))(keys, x)
+
+  def test_outputs(params, x, idx):
+    noisy_x = noisy(x, idx)
+    z, z_noisy = (model.apply(params, v, method=model.encode) for v in (x, noisy_x))
     sse = lambda a, b: jnp.sum(jnp.square(a - b), axis=(1, 2, 3))
     return {'z': z, 'z_noisy': z_noisy,
             'sse_recon': sse(model.apply(params, z, method=model.decode), x),
-            'sse_noisy_input': sse(noisy, x),
+            'sse_noisy_input': sse(noisy_x, x),
             'sse_recon_noisy': sse(model.apply(params, z_noisy, method=model.decode), x)}
 
   def shown(params, x, idx):
-    keys = jax.vmap(lambda i: jax.random.fold_in(noise_key, i))(idx)
-    noisy = jax.vmap(lambda k, xi: add_noise(xi, k, noise_std))(keys, x)
-    return {'recon': model.apply(params, x), 'noisy': noisy, 'recon_noisy': model.apply(params, noisy)}
+    noisy_x = noisy(x, idx)
+    return {'recon': model.apply(params, x), 'noisy': noisy_x,
+            'recon_noisy': model.apply(params, noisy_x)}
 
   return (make_batched_fn(mesh, encode), make_batched_fn(mesh, test_outputs),
           make_batched_fn(mesh, shown))

@@ -28,13 +28,14 @@ def psnr(mse):
   return float(10 * np.log10(1.0 / mse)) if mse > 0 else float('inf')
 
 
+def make_encode_fn(mesh, model):
+  """The jitted batch function that gives the latent codes of clean images."""
+  return make_batched_fn(mesh, lambda params, x, idx: model.apply(params, x, method=model.encode))
+
+
 def make_encoders(mesh, model, noise_std, seed):
   """Jitted batch functions: codes; per-test-image codes and errors, clean and noisy; figure images."""
   noise_key = jax.random.fold_in(jax.random.key(seed), 2)
-
-  def encode(params, x, idx):
-    del idx
-    return model.apply(params, x, method=model.encode)
 
   def noisy(x, idx):
     """Noise drawn per image from its index: the same for an image in any batch or process."""
@@ -55,7 +56,7 @@ def make_encoders(mesh, model, noise_std, seed):
     return {'recon': model.apply(params, x), 'noisy': noisy_x,
             'recon_noisy': model.apply(params, noisy_x)}
 
-  return (make_batched_fn(mesh, encode), make_batched_fn(mesh, test_outputs),
+  return (make_encode_fn(mesh, model), make_batched_fn(mesh, test_outputs),
           make_batched_fn(mesh, shown))
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from ae import parallel
 from ae.data import load_dataset
 from ae.model import create_model
-from ae.train import apply_in_batches, make_batched_fn
+from ae.train import apply_in_batches
 from eval import plots
 from eval.neighbors import nearest_neighbors
 
@@ -64,23 +64,21 @@ def load_query_image(path, max_pixels):
   return np.asarray(rgb, np.uint8), ', '.join(notes)
 
 
-def gallery_codes(config, workdir, params, mesh, ds):
+def gallery_codes(config, workdir, params, mesh, ds, encode_fn):
   """Training-set codes: embeddings.npz of the last evaluation, else encoded now."""
   path = os.path.join(workdir, 'embeddings.npz')
   if os.path.isfile(path):
     with np.load(path) as f:
       if len(f['train_z']) == len(ds.train_images):
         return f['train_z']
-  model = create_model(config.model)
-  fn = make_batched_fn(mesh, lambda p, x, i: model.apply(p, x, method=model.encode))
   images = parallel.put(ds.train_images, parallel.replicated(mesh))
-  return apply_in_batches(mesh, fn, params, images, len(ds.train_images),
+  return apply_in_batches(mesh, encode_fn, params, images, len(ds.train_images),
                           config.train.eval_batch_size)
 
 
 def query_main(config, workdir, patterns):
   """Answers every readable query; returns the exit status (1 if any query failed)."""
-  from eval.evaluate import load_params  # pylint: disable=g-import-not-at-top
+  from eval.evaluate import load_params, make_encode_fn  # pylint: disable=g-import-not-at-top
   if not patterns:
     raise QueryImageError('--mode=query needs at least one --query=PATH (a file or a glob)')
   e = config.eval
@@ -102,9 +100,8 @@ def query_main(config, workdir, patterns):
   mesh = parallel.make_mesh()
   params, step = load_params(config, workdir, mesh)
   ds = load_dataset(config.data, config.seed)
-  z_gallery = gallery_codes(config, workdir, params, mesh, ds)
-  model = create_model(config.model)
-  encode = make_batched_fn(mesh, lambda p, x, i: model.apply(p, x, method=model.encode))
+  encode = make_encode_fn(mesh, create_model(config.model))
+  z_gallery = gallery_codes(config, workdir, params, mesh, ds, encode)
   z_q = apply_in_batches(mesh, encode, params, parallel.put(np.stack(images), parallel.replicated(mesh)),
                          len(images), config.train.eval_batch_size)
   k = min(e.k, len(z_gallery))

@@ -63,9 +63,20 @@ def add_noise(clean, key, noise_std):
   return jnp.clip(clean + noise_std * jax.random.normal(key, clean.shape, clean.dtype), 0.0, 1.0)
 
 
-def train_step(state, batch_u8, key, noise_std):
-  """One Adam step on the MSE between the reconstruction of a (noisy) batch and the clean batch."""
+def random_flip(images, key):
+  """Mirrors each image left-right with probability 1/2 (an augmentation the test set shares)."""
+  flip_B = jax.random.bernoulli(key, 0.5, (images.shape[0],))
+  return jnp.where(flip_B[:, None, None, None], images[:, :, ::-1], images)
+
+
+def train_step(state, batch_u8, key, noise_std, flip=False):
+  """One Adam step on the MSE between the reconstruction of a (noisy) batch and the clean batch.
+
+  With flip, each image (input and target alike) is mirrored with probability 1/2 first.
+  """
   clean = to_float(batch_u8)
+  if flip:
+    clean = random_flip(clean, jax.random.fold_in(key, 1))
   inputs = add_noise(clean, key, noise_std)
 
   def loss_fn(params):
@@ -75,7 +86,7 @@ def train_step(state, batch_u8, key, noise_std):
   return state.apply_gradients(grads=grads), {'loss': loss}
 
 
-def make_train_fn(mesh, seed, noise_std):
+def make_train_fn(mesh, seed, noise_std, flip=False):
   """Jitted (state, images, idx_SxB) -> (state, {'loss': S}): S steps per call via lax.scan.
 
   The dataset stays on device; each step gathers its batch by index, split along 'data'.
@@ -88,7 +99,7 @@ def make_train_fn(mesh, seed, noise_std):
 
     def body(state, idx_B):
       batch = jax.lax.with_sharding_constraint(images_u8[idx_B], batch_sharding)
-      return train_step(state, batch, jax.random.fold_in(noise_key, state.step), noise_std)
+      return train_step(state, batch, jax.random.fold_in(noise_key, state.step), noise_std, flip)
 
     return jax.lax.scan(body, state, idx_SxB)
 
@@ -232,7 +243,7 @@ def _train(config, workdir, stop):
   rep = parallel.replicated(mesh)
   train_images = parallel.put(ds.train_images, rep)
   test_images = parallel.put(ds.test_images, rep)
-  train_fn = make_train_fn(mesh, config.seed, t.noise_std)
+  train_fn = make_train_fn(mesh, config.seed, t.noise_std, t.random_flip)
   sse_fn = make_batched_fn(mesh, per_image_sse(state.apply_fn))
   idx_sharding = parallel.data_sharded(mesh, ndim=2, axis=1)
   log = MetricsLog(workdir, start_step)

@@ -77,3 +77,21 @@ def test_noise_is_fresh_each_step_of_the_jitted_loop():
   np.testing.assert_allclose(clean[0], clean[1], rtol=1e-6)  # same batch, same params
   noisy = _two_step_losses(0.1)
   assert abs(noisy[0] - noisy[1]) > 1e-4 * abs(noisy[0])  # only the noise differs
+
+
+def test_random_flip_mirrors_input_and_target_of_about_half_the_images():
+  state, batch = _setup()
+  key = jax.random.key(3)
+  x = batch.astype(jnp.float32) / 255
+  flipped = np.asarray(train.random_flip(x, key))
+  x = np.asarray(x)
+  mirrored = [np.array_equal(f, xi[:, ::-1]) for f, xi in zip(flipped, x)]
+  kept = [np.array_equal(f, xi) for f, xi in zip(flipped, x)]
+  assert all(m != k for m, k in zip(mirrored, kept))  # each image is one or the other
+  assert 3 <= sum(mirrored) <= 13  # of 16
+  # the step with flip is the clean step on the batch flipped with the step key's flip key
+  _, m = train.train_step(state, batch, key, 0.0, flip=True)
+  expected = train.random_flip(jnp.asarray(x), jax.random.fold_in(key, 1))
+  ref = jnp.mean((state.apply_fn(state.params, expected) - expected) ** 2)
+  np.testing.assert_allclose(float(m['loss']), float(ref), rtol=1e-6)
+  assert not np.isclose(float(m['loss']), _loss(state, batch), rtol=1e-6)  # it did flip

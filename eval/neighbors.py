@@ -5,10 +5,15 @@ gallery in tiles, so no distance matrix larger than query_chunk x gallery_chunk 
 
 Low-dimensional codes take a two-pass route that avoids a top-k over every tile, the expensive
 part on a CPU: pass 1 reduces each distance tile to the minimum of every block of BLOCK gallery
-rows (one fused pass); the k blocks with the smallest minima hold every true neighbour (each
-neighbour's block has a minimum no larger than the k-th smallest block minimum); pass 2 gathers
-those k * BLOCK rows per query, recomputes their distances and takes the top-k. High-dimensional
-data (raw pixels) use a running top-k over tiles instead.
+rows; the k blocks with the smallest minima hold every true neighbour (each neighbour's block has
+a minimum no larger than the k-th smallest block minimum); pass 2 gathers those k blocks per
+query, recomputes their distances and takes the top-k. Both passes compute a distance with the
+same unrolled sum over the few dimensions, so they agree to the bit. Pass 1 lays a tile out
+gallery-major ([rows, queries]) and takes the block minima by halving (min of the two halves,
+log2(BLOCK) times): XLA fuses distance, mask and minima into one loop that vectorises along the
+queries and never writes the tile to memory (measured on a 2-core CPU: 4-8x faster than a matmul
+tile followed by a min-reduction). High-dimensional data (raw pixels) use a matmul tile and a
+running top-k over tiles instead.
 """
 
 import functools
@@ -30,12 +35,12 @@ def _normalize(x):
   return x / jnp.where(norm > 0, norm, 1.0)
 
 
-def distance_tile(q_QxD, g_GxD, metric, squared=False):
-  """Distances between every query and gallery row: [Q, G]."""
+def distance_tile(q_QxD, g_GxD, metric):
+  """Distances between every query and gallery row: [Q, G] (the high-dimensional route)."""
   if metric == 'euclidean':
     d2 = (jnp.sum(q_QxD * q_QxD, -1)[:, None] - 2.0 * (q_QxD @ g_GxD.T)
           + jnp.sum(g_GxD * g_GxD, -1)[None, :])
-    return jnp.maximum(d2, 0.0) if squared else jnp.sqrt(jnp.maximum(d2, 0.0))
+    return jnp.sqrt(jnp.maximum(d2, 0.0))
   if metric == 'manhattan':
     if q_QxD.shape[1] > 64:
       return jnp.sum(jnp.abs(q_QxD[:, None, :] - g_GxD[None, :, :]), axis=-1)
@@ -59,8 +64,8 @@ def _merge(best_d, best_i, d, i, k):
   return d[:, :k], i[:, :k]
 
 
-@functools.partial(jax.jit, static_argnames=('k', 'metric', 'exclude_self'))
-def _chunk_topk(q_QxD, q_index_Q, g_NxCxD, g_count, k, metric, exclude_self):
+@functools.partial(jax.jit, static_argnames=('k', 'metric'))
+def _chunk_topk(q_QxD, g_NxCxD, g_count, k, metric):
   """Top-k over a gallery laid out as N tiles of C rows (the last tile padded)."""
   num_tiles, tile, _ = g_NxCxD.shape
   kk = min(k, tile)
@@ -68,11 +73,7 @@ def _chunk_topk(q_QxD, q_index_Q, g_NxCxD, g_count, k, metric, exclude_self):
   def body(carry, t):
     best_d, best_i = carry
     g_index = t * tile + jnp.arange(tile, dtype=jnp.int32)
-    d = distance_tile(q_QxD, g_NxCxD[t], metric)
-    invalid = (g_index >= g_count)[None, :]
-    if exclude_self:
-      invalid = invalid | (g_index[None, :] == q_index_Q[:, None])
-    d = jnp.where(invalid, jnp.inf, d)
+    d = jnp.where((g_index >= g_count)[None, :], jnp.inf, distance_tile(q_QxD, g_NxCxD[t], metric))
     neg, pos = jax.lax.top_k(-d, kk)  # lower index first among equal distances
     return _merge(best_d, best_i, -neg, g_index[pos], k), None
 
@@ -82,43 +83,81 @@ def _chunk_topk(q_QxD, q_index_Q, g_NxCxD, g_count, k, metric, exclude_self):
   return best_d, best_i
 
 
-def _pair_distances(q_QxD, c_QxMxD, metric):
-  """Distances from each query to its own M candidate rows: [Q, M]."""
+def _unrolled_distance(a_D, b_D, metric):
+  """Distance between a and b given as D broadcastable arrays each (one per dimension), as a
+  sum unrolled over D.
+
+  Elementwise over the leading axes, so XLA fuses it with what follows; the fixed order of the
+  sum makes the two passes of the block search compute identical values. Euclidean is squared.
+  """
   if metric == 'euclidean':
-    return jnp.sqrt(jnp.sum(jnp.square(c_QxMxD - q_QxD[:, None, :]), axis=-1))
-  if metric == 'manhattan':
-    return jnp.sum(jnp.abs(c_QxMxD - q_QxD[:, None, :]), axis=-1)
-  return 1.0 - jnp.sum(c_QxMxD * q_QxD[:, None, :], axis=-1)
+    term = lambda x, y: jnp.square(x - y)
+  elif metric == 'manhattan':
+    term = lambda x, y: jnp.abs(x - y)
+  else:  # cosine on normalised rows
+    term = lambda x, y: x * y
+  d = term(a_D[0], b_D[0])
+  for a, b in zip(a_D[1:], b_D[1:]):
+    d = d + term(a, b)
+  return 1.0 - d if metric == 'cosine' else d
 
 
-@functools.partial(jax.jit, static_argnames=('k', 'metric', 'exclude_self'))
-def _chunk_topk_blocks(q_QxD, q_index_Q, g_NxCxD, g_count, k, metric, exclude_self):
-  """The two-pass search (module docstring); tiles hold a whole number of blocks."""
+def _halving_min(d_NxBxQ):
+  """Minimum over axis 1 (a power of two) as elementwise minima of halves."""
+  while d_NxBxQ.shape[1] > 1:
+    half = d_NxBxQ.shape[1] // 2
+    d_NxBxQ = jnp.minimum(d_NxBxQ[:, :half], d_NxBxQ[:, half:])
+  return d_NxBxQ[:, 0]
+
+
+def _block_layout(q, g, metric, tile):
+  """Pads the gallery to whole tiles with rows that are infinitely far from every query, so that
+  pass 1 needs no mask (a select per distance costs 5x there): +inf coordinates; for cosine one
+  more coordinate, 1 on queries, 0 on gallery rows (adding an exact 0) and -inf on padding rows."""
+  num_tiles = -(-len(g) // tile)
+  pad = num_tiles * tile - len(g)
+  if metric == 'cosine':
+    q = np.concatenate([q, np.ones((len(q), 1), np.float32)], axis=1)
+    g = np.concatenate([g, np.zeros((len(g), 1), np.float32)], axis=1)
+    g = np.concatenate([g, np.zeros((pad, g.shape[1]), np.float32)])
+    g[len(g) - pad:, -1] = -np.inf
+  else:
+    g = np.concatenate([g, np.full((pad, g.shape[1]), np.inf, np.float32)])
+  return q, g.reshape(num_tiles, tile, -1)
+
+
+@functools.partial(jax.jit, static_argnames=('k', 'metric'))
+def _chunk_topk_blocks(q_QxD, g_NxCxD, k, metric):
+  """The two-pass search (module docstring) over tiles from _block_layout."""
   num_tiles, tile, dim = g_NxCxD.shape
   nq = q_QxD.shape[0]
+  q_DxQ = q_QxD.T  # each dimension contiguous along the queries, the vectorised axis
 
-  def invalid_mask(g_index):  # [Q or 1, ...] True where a gallery row may not be returned
-    bad = g_index >= g_count
-    return (bad | (g_index == q_index_Q.reshape((-1,) + (1,) * (g_index.ndim - 1)))
-            if exclude_self else bad)
+  def block_minima(_, g_CxD):
+    d_CxQ = _unrolled_distance([g_CxD[:, j:j + 1] for j in range(dim)],
+                               [q_DxQ[j:j + 1] for j in range(dim)], metric)
+    return None, _halving_min(d_CxQ.reshape(tile // BLOCK, BLOCK, nq))
 
-  def block_minima(_, t):
-    g_index = t * tile + jnp.arange(tile, dtype=jnp.int32)
-    d = distance_tile(q_QxD, g_NxCxD[t], metric, squared=True)
-    d = jnp.where(invalid_mask(g_index[None, :]), jnp.inf, d)
-    return None, d.reshape(nq, tile // BLOCK, BLOCK).min(axis=-1)
-
-  _, mins = jax.lax.scan(block_minima, None, jnp.arange(num_tiles))
-  mins = mins.transpose(1, 0, 2).reshape(nq, -1)
+  _, mins = jax.lax.scan(block_minima, None, g_NxCxD)  # [tiles, blocks, Q]
+  mins = mins.reshape(-1, nq).T
   kb = min(k, mins.shape[1])
   _, blocks = jax.lax.top_k(-mins, kb)
   # In index order, so that top_k's lower-position-first rule breaks ties by the lower index.
   blocks = jnp.sort(blocks, axis=1)
+  g_DxBxR = g_NxCxD.reshape(-1, BLOCK, dim).transpose(2, 0, 1)  # [D, blocks, rows of a block]
+  d = _unrolled_distance(list(g_DxBxR[:, blocks]), list(q_DxQ[:, :, None, None]), metric)
+  neg, pos = jax.lax.top_k(-d.reshape(nq, -1), k)
   rows = (blocks[:, :, None] * BLOCK + jnp.arange(BLOCK, dtype=jnp.int32)).reshape(nq, -1)
-  cand = g_NxCxD.reshape(-1, dim)[rows]
-  d = jnp.where(invalid_mask(rows), jnp.inf, _pair_distances(q_QxD, cand, metric))
-  neg, pos = jax.lax.top_k(-d, k)
-  return -neg, jnp.take_along_axis(rows, pos, axis=1)
+  dist = jnp.sqrt(-neg) if metric == 'euclidean' else -neg
+  return dist, jnp.take_along_axis(rows, pos, axis=1)
+
+
+def _drop_self(d, i, first_index, k):
+  """From k + 1 neighbours per query, the first k that are not the query itself (exact: removing
+  one row from a ranking moves every other row up by at most one place)."""
+  is_self = i == np.arange(first_index, first_index + len(i))[:, None]
+  order = np.argsort(is_self, axis=1, kind='stable')[:, :k]  # at most one self per row, last
+  return np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)
 
 
 def nearest_neighbors(queries, gallery, k, metric, exclude_self=False, query_chunk=2048,
@@ -126,8 +165,8 @@ def nearest_neighbors(queries, gallery, k, metric, exclude_self=False, query_chu
   """Exact k nearest gallery rows for each query row.
 
   Args:
-    queries: [Q, D] array.
-    gallery: [G, D] array.
+    queries: [Q, D] array of finite values.
+    gallery: [G, D] array of finite values.
     k: neighbours per query (at most G, or G - 1 with exclude_self).
     metric: 'euclidean', 'manhattan' or 'cosine' (1 - cosine similarity; zero vectors give 1).
     exclude_self: queries and gallery are the same set; never return a query's own index.
@@ -143,6 +182,8 @@ def nearest_neighbors(queries, gallery, k, metric, exclude_self=False, query_chu
   g = np.asarray(gallery, np.float32)
   if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
     raise ValueError(f'queries {q.shape} and gallery {g.shape} must be [Q, D] and [G, D]')
+  if not (np.isfinite(q).all() and np.isfinite(g).all()):
+    raise ValueError('queries and gallery must be finite (found NaN or Inf values)')
   if exclude_self and len(q) != len(g):
     raise ValueError('exclude_self needs queries and gallery to be the same set')
   available = len(g) - int(exclude_self)
@@ -151,16 +192,22 @@ def nearest_neighbors(queries, gallery, k, metric, exclude_self=False, query_chu
   mesh = mesh or Mesh(np.array(jax.devices()[:1]), ('data',))
   if metric == 'cosine':
     q, g = np.asarray(_normalize(q)), np.asarray(_normalize(g))
+  k_search = k + int(exclude_self)
 
-  two_pass = k * BLOCK * g.shape[1] <= _MAX_CANDIDATE_FLOATS // 64
+  two_pass = k_search * BLOCK * g.shape[1] <= _MAX_CANDIDATE_FLOATS // 64
   tile = min(gallery_chunk, len(g))
   if two_pass:
     tile = -(-tile // BLOCK) * BLOCK
-    query_chunk = max(1, min(query_chunk, _MAX_CANDIDATE_FLOATS // (k * BLOCK * g.shape[1])))
-  num_tiles = -(-len(g) // tile)
-  g_tiles = np.zeros((num_tiles * tile, g.shape[1]), np.float32)
-  g_tiles[:len(g)] = g
-  g_tiles = jax.device_put(g_tiles.reshape(num_tiles, tile, -1), NamedSharding(mesh, P()))
+    query_chunk = max(1, min(query_chunk, _MAX_CANDIDATE_FLOATS // (k_search * BLOCK * g.shape[1])))
+    q, g_tiles = _block_layout(q, g, metric, tile)
+    search = functools.partial(_chunk_topk_blocks, k=k_search, metric=metric)
+  else:
+    num_tiles = -(-len(g) // tile)
+    g_tiles = np.zeros((num_tiles * tile, g.shape[1]), np.float32)
+    g_tiles[:len(g)] = g
+    g_tiles = g_tiles.reshape(num_tiles, tile, -1)
+    search = functools.partial(_chunk_topk, g_count=len(g), k=k_search, metric=metric)
+  g_tiles = jax.device_put(g_tiles, NamedSharding(mesh, P()))
   qc = -(-min(query_chunk, len(q)) // mesh.size) * mesh.size
   q_sharding = NamedSharding(mesh, P('data'))
   out_d, out_i = [], []
@@ -169,10 +216,10 @@ def nearest_neighbors(queries, gallery, k, metric, exclude_self=False, query_chu
     n = len(block)
     if n < qc:
       block = np.concatenate([block, np.zeros((qc - n, q.shape[1]), np.float32)])
-    index = np.arange(start, start + qc, dtype=np.int32)
-    search = _chunk_topk_blocks if two_pass else _chunk_topk
-    d, i = search(jax.device_put(block, q_sharding), jax.device_put(index, q_sharding),
-                  g_tiles, len(g), k=k, metric=metric, exclude_self=exclude_self)
-    out_d.append(np.asarray(d)[:n])
-    out_i.append(np.asarray(i)[:n])
+    d, i = search(jax.device_put(block, q_sharding), g_NxCxD=g_tiles)
+    d, i = np.asarray(d)[:n], np.asarray(i)[:n]
+    if exclude_self:
+      d, i = _drop_self(d, i, start, k)
+    out_d.append(d)
+    out_i.append(i)
   return np.concatenate(out_d), np.concatenate(out_i)

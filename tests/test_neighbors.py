@@ -91,6 +91,21 @@ def test_bad_arguments_are_clear_errors():
     nearest_neighbors(x, x, 3, 'euclidean', exclude_self=True)
   with pytest.raises(ValueError, match='must be'):
     nearest_neighbors(x, np.zeros((3, 4), np.float32), 1, 'euclidean')
+  with pytest.raises(ValueError, match='finite'):
+    nearest_neighbors(x, np.array([[0, 0], [np.nan, 1]], np.float32), 1, 'euclidean')
+
+
+@pytest.mark.parametrize('metric', ['euclidean', 'manhattan', 'cosine'])
+def test_padding_rows_are_never_returned_even_when_every_real_row_is_far(metric):
+  # 130 rows pad to two blocks of 128; all real rows are far from the query (cosine distance
+  # near 2), and k asks for every real row
+  rng = np.random.default_rng(4)
+  g = (rng.random((130, 3)) + 100).astype(np.float32)
+  q = -g[:2] * 1000
+  d, i = nearest_neighbors(q, g, 130, metric)
+  rd, ri = brute_force(q, g, 130, metric)
+  assert np.all(i < 130) and np.all(np.isfinite(d))
+  np.testing.assert_allclose(d, rd, rtol=1e-5)
 
 
 @pytest.mark.parametrize('metric', ['euclidean', 'manhattan', 'cosine'])

@@ -35,10 +35,16 @@ class PatchConv(nn.Module):
 
 
 def max_pool_2x2(x_NHWC):
-  """2x2 max pooling, stride 2, VALID (odd edges dropped), as a reshape and a max."""
-  n, h, w, c = x_NHWC.shape
-  x_NHWC = x_NHWC[:, :h // 2 * 2, :w // 2 * 2]
-  return x_NHWC.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+  """2x2 max pooling, stride 2, VALID (odd edges dropped), as the maximum of four strided views.
+
+  Same values as a reduce-max; its gradient is elementwise selects that fuse with their
+  neighbours instead of a mask, a count and a division per element (3% of the CPU train step).
+  Only at exact ties within a window does the gradient split differently (halves, not thirds).
+  """
+  _, h, w, _ = x_NHWC.shape
+  h, w = h // 2 * 2, w // 2 * 2
+  view = lambda i, j: x_NHWC[:, i:h:2, j:w:2]
+  return jnp.maximum(jnp.maximum(view(0, 0), view(0, 1)), jnp.maximum(view(1, 0), view(1, 1)))
 
 
 class Encoder(nn.Module):
@@ -50,12 +56,12 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, x_NHWC):
     for i, f in enumerate(self.features):
-      if i:
-        x_NHWC = max_pool_2x2(x_NHWC)
+      if i:  # conv, relu, pool as the seed; relu after the pool is the same and 4x cheaper
+        x_NHWC = nn.relu(max_pool_2x2(x_NHWC))
       x_NHWC = PatchConv(f, (3, 3), padding=self.padding, name=f'Conv_{i}')(x_NHWC)
       if self.norm == 'group':
         x_NHWC = nn.GroupNorm(num_groups=min(8, f))(x_NHWC)
-      x_NHWC = nn.relu(x_NHWC)
+    x_NHWC = nn.relu(x_NHWC)
     x_NF = x_NHWC.reshape(x_NHWC.shape[0], -1)
     return nn.Dense(self.latent_dim, name='bottleneck')(x_NF)
 

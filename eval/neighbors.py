@@ -10,9 +10,10 @@ a minimum no larger than the k-th smallest block minimum); pass 2 gathers those 
 query, recomputes their distances and takes the top-k. Both passes compute a distance with the
 same unrolled sum over the few dimensions, so they agree to the bit. Pass 1 lays a tile out
 gallery-major ([rows, queries]) and takes the block minima by halving (min of the two halves,
-log2(BLOCK) times): XLA fuses distance, mask and minima into one loop that vectorises along the
-queries and never writes the tile to memory (measured on a 2-core CPU: 4-8x faster than a matmul
-tile followed by a min-reduction). High-dimensional data (raw pixels) use a matmul tile and a
+log2(BLOCK) times): XLA fuses distance and minima into one loop that vectorises along the
+queries and never writes the tile to memory (measured on a 2-core CPU: 6-8x faster than a matmul
+tile followed by a min-reduction). Padding rows are made infinitely far by their coordinates
+(_block_layout), so that loop needs no mask. High-dimensional data (raw pixels) use a matmul tile and a
 running top-k over tiles instead.
 """
 
@@ -47,10 +48,8 @@ def distance_tile(q_QxD, g_GxD, metric):
     # Unrolled over the few dimensions: one fused elementwise loop over [Q, G] that vectorises
     # along the gallery, about twice as fast on a CPU as reducing a [Q, G, D] broadcast.
     g_DxG = g_GxD.T
-    d = jnp.abs(q_QxD[:, :1] - g_DxG[:1])
-    for j in range(1, q_QxD.shape[1]):
-      d = d + jnp.abs(q_QxD[:, j:j + 1] - g_DxG[j:j + 1])
-    return d
+    return _unrolled_distance([q_QxD[:, j:j + 1] for j in range(q_QxD.shape[1])],
+                              [g_DxG[j:j + 1] for j in range(q_QxD.shape[1])], metric)
   if metric == 'cosine':  # inputs are normalised once, outside the tile loop
     return 1.0 - q_QxD @ g_GxD.T
   raise ValueError(f'unknown metric {metric!r}; expected one of {METRICS}')

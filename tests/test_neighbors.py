@@ -119,3 +119,15 @@ def test_high_dimensional_codes_take_the_tiled_path_and_match(metric):
   np.testing.assert_allclose(d, rd, rtol=1e-5, atol=1e-4)
   if metric != 'cosine':
     np.testing.assert_array_equal(i, ri)
+
+
+def test_large_k_on_low_dimensional_codes_takes_the_tiled_path_and_matches():
+  # k * BLOCK * D beyond the two-pass budget: the tiled route with its unrolled Manhattan tile
+  rng = np.random.default_rng(5)
+  q = rng.integers(-2, 3, (40, 32)).astype(np.float32)
+  g = rng.integers(-2, 3, (500, 32)).astype(np.float32)
+  for metric in ('manhattan', 'euclidean'):
+    d, i = nearest_neighbors(q, g, 100, metric, gallery_chunk=128)
+    rd, ri = brute_force(q, g, 100, metric)
+    np.testing.assert_allclose(d, rd, atol=1e-4)
+    np.testing.assert_array_equal(i, ri)

@@ -52,3 +52,39 @@ def test_patch_conv_matches_flax_conv_values_and_gradients():
 def test_max_pool_matches_flax_max_pool_on_odd_sizes():
   x = jax.random.normal(jax.random.key(3), (2, 13, 15, 4))
   np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)))
+
+
+def _seed_order_encode(params, x, norm):
+  """The seed's encoder from flax's own layers: per width conv (+ norm), relu, max pool."""
+  enc = params['params']['encoder']
+  n = len([k for k in enc if k.startswith('Conv_')])
+  for i in range(n):
+    conv = enc[f'Conv_{i}']
+    x = nn.Conv(conv['kernel'].shape[-1], (3, 3), padding='VALID').apply({'params': conv}, x)
+    if norm == 'group':
+      gn = nn.GroupNorm(num_groups=min(8, x.shape[-1]))
+      x = gn.apply({'params': enc[f'GroupNorm_{i}']}, x)
+    x = nn.relu(x)
+    if i + 1 < n:
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+  return nn.Dense(10).apply({'params': enc['bottleneck']}, x.reshape(x.shape[0], -1))
+
+
+def test_encoder_equals_the_seed_layer_order_with_and_without_norm():
+  for norm in ('none', 'group'):
+    model = AutoEncoder(norm=norm)
+    params, x = _init(model, n=4)
+    ours = model.apply(params, x, method=model.encode)
+    np.testing.assert_allclose(ours, _seed_order_encode(params, x, norm), rtol=1e-5, atol=1e-5)
+
+
+def test_patch_conv_with_pool_equals_pool_of_conv_plus_bias():
+  x = jax.random.normal(jax.random.key(4), (2, 15, 13, 6))
+  plain, pooled = PatchConv(8), PatchConv(8, pool=True)
+  params = plain.init(jax.random.key(0), x)
+  params = jax.tree.map(lambda p: p + 0.3, params)  # a nonzero bias
+  np.testing.assert_array_equal(pooled.apply(params, x), max_pool_2x2(plain.apply(params, x)))
+  g_pooled = jax.grad(lambda p: jnp.sum(jnp.sin(pooled.apply(p, x))))(params)
+  g_plain = jax.grad(lambda p: jnp.sum(jnp.sin(max_pool_2x2(plain.apply(p, x)))))(params)
+  for a, b in zip(jax.tree.leaves(g_pooled), jax.tree.leaves(g_plain)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

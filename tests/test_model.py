@@ -79,12 +79,15 @@ def test_encoder_equals_the_seed_layer_order_with_and_without_norm():
 
 
 def test_patch_conv_with_pool_equals_pool_of_conv_plus_bias():
-  x = jax.random.normal(jax.random.key(4), (2, 15, 13, 6))
-  plain, pooled = PatchConv(8), PatchConv(8, pool=True)
-  params = plain.init(jax.random.key(0), x)
-  params = jax.tree.map(lambda p: p + 0.3, params)  # a nonzero bias
-  np.testing.assert_array_equal(pooled.apply(params, x), max_pool_2x2(plain.apply(params, x)))
-  g_pooled = jax.grad(lambda p: jnp.sum(jnp.sin(pooled.apply(p, x))))(params)
-  g_plain = jax.grad(lambda p: jnp.sum(jnp.sin(max_pool_2x2(plain.apply(p, x)))))(params)
-  for a, b in zip(jax.tree.leaves(g_pooled), jax.tree.leaves(g_plain)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  x = jax.random.normal(jax.random.key(4), (2, 15, 13, 6))  # odd conv outputs: edges dropped
+  for padding in ('VALID', 'SAME'):
+    plain, pooled = PatchConv(8, padding=padding), PatchConv(8, padding=padding, pool=True)
+    params = plain.init(jax.random.key(0), x)
+    params = jax.tree.map(lambda p: p + 0.3, params)  # a nonzero bias
+    ours = pooled.apply(params, x)
+    np.testing.assert_allclose(ours, max_pool_2x2(plain.apply(params, x)), rtol=1e-6, atol=1e-6)
+    g_pooled = jax.grad(lambda p, x: jnp.sum(jnp.sin(pooled.apply(p, x))), argnums=(0, 1))
+    g_plain = jax.grad(lambda p, x: jnp.sum(jnp.sin(max_pool_2x2(plain.apply(p, x)))),
+                       argnums=(0, 1))
+    for a, b in zip(jax.tree.leaves(g_pooled(params, x)), jax.tree.leaves(g_plain(params, x))):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

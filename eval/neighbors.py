@@ -13,8 +13,8 @@ gallery-major ([rows, queries]) and takes the block minima by halving (min of th
 log2(BLOCK) times): XLA fuses distance and minima into one loop that vectorises along the
 queries and never writes the tile to memory (measured on a 2-core CPU: 6-8x faster than a matmul
 tile followed by a min-reduction). Padding rows are made infinitely far by their coordinates
-(_block_layout), so that loop needs no mask. High-dimensional data (raw pixels) use a matmul tile and a
-running top-k over tiles instead.
+(_block_layout), so that loop needs no mask. High-dimensional data (raw pixels) use a running top-k
+over tiles instead: a matmul tile for Euclidean and cosine, a cache-sized scan for Manhattan.
 """
 
 import functools
@@ -28,6 +28,8 @@ METRICS = ('euclidean', 'manhattan', 'cosine')
 _PAD_INDEX = np.iinfo(np.int32).max
 BLOCK = 128  # gallery rows per block of the two-pass search
 _MAX_CANDIDATE_FLOATS = 2 ** 24  # per query chunk in pass 2: k * BLOCK * D * queries
+_SUB_ROWS = 128  # gallery rows per accumulator of the many-dimensional Manhattan tile
+_DIM_CHUNK = 16  # dimensions per unrolled step there
 
 
 def _normalize(x):
@@ -44,7 +46,7 @@ def distance_tile(q_QxD, g_GxD, metric):
     return jnp.sqrt(jnp.maximum(d2, 0.0))
   if metric == 'manhattan':
     if q_QxD.shape[1] > 64:
-      return jnp.sum(jnp.abs(q_QxD[:, None, :] - g_GxD[None, :, :]), axis=-1)
+      return _manhattan_many_dims(q_QxD, g_GxD)
     # Unrolled over the few dimensions: one fused elementwise loop over [Q, G] that vectorises
     # along the gallery, about twice as fast on a CPU as reducing a [Q, G, D] broadcast.
     g_DxG = g_GxD.T
@@ -53,6 +55,35 @@ def distance_tile(q_QxD, g_GxD, metric):
   if metric == 'cosine':  # inputs are normalised once, outside the tile loop
     return 1.0 - q_QxD @ g_GxD.T
   raise ValueError(f'unknown metric {metric!r}; expected one of {METRICS}')
+
+
+def _manhattan_many_dims(q_QxD, g_GxD):
+  """Manhattan distances [Q, G] between rows of many dimensions (raw pixels).
+
+  Per sub-tile of _SUB_ROWS gallery rows, a scan over chunks of _DIM_CHUNK dimensions adds each
+  chunk's unrolled sum to a [rows, queries] accumulator: vectorised along the queries, and small
+  enough to stay in cache. On a 2-core CPU ~6x faster than reducing a [Q, G, D] broadcast (one
+  output at a time, streaming the whole gallery from memory for every query). Zero padding of
+  dimensions adds exact zeros; padded gallery rows are cut off.
+  """
+  (nq, dim), ng = q_QxD.shape, g_GxD.shape[0]
+  pad_d, pad_g = -dim % _DIM_CHUNK, -ng % _SUB_ROWS
+  q_CxKxQ = jnp.pad(q_QxD, ((0, 0), (0, pad_d))).T.reshape(-1, _DIM_CHUNK, nq)
+  g_SxRxD = jnp.pad(g_GxD, ((0, pad_g), (0, pad_d))).reshape(-1, _SUB_ROWS, dim + pad_d)
+
+  def sub_tile(g_RxD):
+    g_CxKxR = g_RxD.T.reshape(-1, _DIM_CHUNK, _SUB_ROWS)
+
+    def add_chunk(acc_RxQ, chunk):
+      q_KxQ, g_KxR = chunk
+      return acc_RxQ + _unrolled_distance(list(g_KxR[:, :, None]), list(q_KxQ[:, None, :]),
+                                          'manhattan'), None
+
+    acc_RxQ, _ = jax.lax.scan(add_chunk, jnp.zeros((_SUB_ROWS, nq), jnp.float32),
+                              (q_CxKxQ, g_CxKxR))
+    return acc_RxQ
+
+  return jax.lax.map(sub_tile, g_SxRxD).reshape(-1, nq)[:ng].T
 
 
 def _merge(best_d, best_i, d, i, k):

@@ -131,3 +131,13 @@ def test_large_k_on_low_dimensional_codes_takes_the_tiled_path_and_matches():
     rd, ri = brute_force(q, g, 100, metric)
     np.testing.assert_allclose(d, rd, atol=1e-4)
     np.testing.assert_array_equal(i, ri)
+
+
+def test_many_dimensional_manhattan_tile_against_numpy():
+  # sizes that are not multiples of the 16-dimension chunk or the 128-row sub-tile
+  from eval.neighbors import distance_tile
+  rng = np.random.default_rng(6)
+  q = rng.random((9, 301), dtype=np.float32)
+  g = rng.random((131, 301), dtype=np.float32)
+  ref = np.abs(q[:, None].astype(np.float64) - g[None]).sum(-1)
+  np.testing.assert_allclose(np.asarray(distance_tile(q, g, 'manhattan')), ref, rtol=1e-5)

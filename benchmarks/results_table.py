@@ -33,11 +33,18 @@ def row(name, r, config):
           f"| {tr.get('epochs', '-')} | {_fmt(tr.get('train_time_s'), '.0f')} |")
 
 
+def _reference_row(name, ref, dim):
+  p10 = ' / '.join(_fmt(_get(ref, m, 'P@10'), '.3f') for m in METRICS)
+  return f"| {name} | - | {dim} | - | {_fmt(ref.get('test_mse'), '.5f')} | - | {p10} | - | - | - | - |"
+
+
 def build_table(run_dirs):
+  """The runs in the order given, then a PCA reference per latent size among them (a run with a
+  32-unit code is compared with PCA-32, not PCA-10) and the raw-pixel reference."""
   lines = ['| run | decoder | latent | noise | test MSE | PSNR | P@10 eucl / manh / cos '
            '| noisy-query P@10 | MSE(recon noisy) | epochs | train s |',
            '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
-  refs = None
+  pca, raw = {}, None
   for d in run_dirs:
     with open(os.path.join(d, 'results.json')) as f:
       r = json.load(f)
@@ -46,13 +53,14 @@ def build_table(run_dirs):
       with open(os.path.join(d, 'config.json')) as f:
         config = json.load(f)
     lines.append(row(os.path.basename(os.path.normpath(d)), r, config))
-    refs = refs or r.get('references')
-  if refs:
-    for name, key in ((f"PCA-{refs['pca']['dim']} (reference)", 'pca'),
-                      ('raw pixels (reference)', 'raw_pixels')):
-      p10 = ' / '.join(_fmt(_get(refs, key, m, 'P@10'), '.3f') for m in METRICS)
-      mse = _fmt(refs[key].get('test_mse'), '.5f') if key == 'pca' else '-'
-      lines.append(f'| {name} | - | {refs[key]["dim"]} | - | {mse} | - | {p10} | - | - | - | - |')
+    refs = r.get('references') or {}
+    if 'pca' in refs:
+      pca.setdefault(refs['pca']['dim'], refs['pca'])
+    raw = raw or refs.get('raw_pixels')
+  for dim in sorted(pca):
+    lines.append(_reference_row(f'PCA-{dim} (reference)', pca[dim], dim))
+  if raw:
+    lines.append(_reference_row('raw pixels (reference)', raw, raw['dim']))
   return '\n'.join(lines)
 
 

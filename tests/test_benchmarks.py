@@ -23,3 +23,26 @@ def test_train_speed_reports_images_per_second_and_flops():
                                '--num_images=512', '--batch_size=32']))
   assert line['bench'] == 'train_step' and line['imgs_per_s'] > 0
   assert 80e6 < line['flops_per_image'] < 90e6  # the seed model: about 84 MFLOP per image
+
+
+def test_results_table_has_a_pca_reference_per_latent_size(tmp_path):
+  import json
+  from benchmarks.results_table import build_table
+
+  def run(name, dim, mse):
+    d = tmp_path / name
+    d.mkdir()
+    metrics = {m: {'P@10': 0.3} for m in ('euclidean', 'manhattan', 'cosine')}
+    (d / 'results.json').write_text(json.dumps({
+        'test': {'mse': mse, 'psnr': 17.0}, 'retrieval': metrics,
+        'references': {'pca': {'dim': dim, 'test_mse': {10: 0.02134, 32: 0.01236}[dim], **metrics},
+                       'raw_pixels': {'dim': 3072, **metrics}}}))
+    (d / 'config.json').write_text(json.dumps({'model': {'latent_dim': dim, 'decoder': 'dense'},
+                                               'train': {'noise_std': 0.0}}))
+    return str(d)
+
+  table = build_table([run('b', 32, 0.013), run('a', 10, 0.021), run('c', 32, 0.012)]).splitlines()
+  assert [l.split(' | ')[0] for l in table[2:]] == [
+      '| b', '| a', '| c', '| PCA-10 (reference)', '| PCA-32 (reference)', '| raw pixels (reference)']
+  assert '| PCA-32 (reference) | - | 32 | - | 0.01236 |' in table[-2]
+  assert table[-1].startswith('| raw pixels (reference) | - | 3072 | - | - |')

@@ -11,9 +11,10 @@ IMAGE_SHAPE = (32, 32, 3)
 class PatchConv(nn.Module):
   """A stride-1 convolution computed as image patches times one matmul.
 
-  Same parameters (kernel HWIO, bias) and initialisers as nn.Conv, same values. On CPU its
-  gradient is about twice as fast as XLA's convolution: the backward pass becomes slices and
-  matmuls, which XLA:CPU runs on its fast GEMM path.
+  Same parameters (kernel HWIO, bias) and initialisers as nn.Conv, same values. On CPU the
+  backward pass becomes slices and matmuls, which XLA:CPU runs on its fast GEMM path: measured on
+  2 cores, the gradients of the seed's first and last convolutions are 1.6-1.7x faster than with
+  XLA's convolution, the middle one's as fast, and the whole train step faster.
 
   With pool=True the output is max_pool_2x2(conv + bias), computed as max_pool_2x2(conv) + bias:
   the same values (adding a per-channel constant commutes with max, rounding included), with

@@ -22,7 +22,8 @@ def umap_projection(z_NxD, labels, num_points, seed):
   """UMAP of num_points randomly chosen codes; returns (xy [n, 2], labels [n]).
 
   UMAP gets the exact 15-nearest-neighbour graph from our search instead of running its own
-  approximate one (NN-descent), whose compilation alone took ~35 of the ~45 s per evaluation.
+  approximate one (NN-descent), whose numba compilation was most of the ~45 s it took per
+  evaluation (now ~14 s).
   """
   import umap  # pylint: disable=g-import-not-at-top  (slow import: only when asked)
   rng = np.random.default_rng(seed)

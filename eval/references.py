@@ -10,14 +10,14 @@ def flatten_float(images_u8):
 def fit_pca(x_NxF, dim):
   """(mean [F], components [F, dim]) from the eigenvectors of the covariance, largest first."""
   x = np.asarray(x_NxF, np.float32)
-  mean = x.mean(axis=0, dtype=np.float64)
+  mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
   cov = np.zeros((x.shape[1], x.shape[1]))
   for start in range(0, len(x), 10000):  # bounded memory for the centred copy
-    c = x[start:start + 10000] - mean.astype(np.float32)
+    c = x[start:start + 10000] - mean
     cov += c.T @ c  # a float32 GEMM per chunk (twice as fast as float64), summed in float64
   cov /= len(x)
   _, vecs = np.linalg.eigh(cov)
-  return mean.astype(np.float32), vecs[:, ::-1][:, :dim].astype(np.float32)
+  return mean, vecs[:, ::-1][:, :dim].astype(np.float32)
 
 
 def pca_encode(x_NxF, mean, components):

@@ -1,6 +1,8 @@
 """Helpers shared by the benchmarks: JSON lines, timing windows, the machine's matmul peak."""
 
 import json
+import os
+import platform
 import statistics
 import sys
 import time
@@ -11,6 +13,27 @@ import jax.numpy as jnp
 
 def emit(**fields):
   print(json.dumps(fields), flush=True)
+
+
+def emit_machine():
+  """One line naming the machine: ratios between frameworks differ between CPUs (measured here:
+  Keras/TF ahead of ours on a 2-core AVX-512 CPU, behind on a 2-core AVX2 one)."""
+  cpu, flags = platform.processor() or platform.machine(), set()
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        if key.strip() == 'model name':
+          cpu = value.strip()
+        elif key.strip() in ('flags', 'Features'):
+          flags = set(value.split())
+          break
+  except OSError:
+    pass
+  emit(bench='machine', cpu=cpu, cores=os.cpu_count(),
+       isa=[f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'asimd', 'sve') if f in flags],
+       backend=jax.default_backend(), device_kind=jax.devices()[0].device_kind,
+       device_count=jax.device_count(), jax=jax.__version__)
 
 
 def log(msg):

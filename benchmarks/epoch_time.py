@@ -26,6 +26,7 @@ flags.DEFINE_integer('umap_points', 5000, 'points in the UMAP projection')
 
 def main(argv):
   del argv
+  common.emit_machine()
   from ae import train
   from ae.metrics_log import read_records
   from configs import default

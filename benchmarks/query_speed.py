@@ -58,6 +58,7 @@ def sklearn_search(q, g, k, metric):
 
 def main(argv):
   del argv
+  common.emit_machine()
   rng = np.random.default_rng(0)
   q = rng.normal(size=(FLAGS.num_queries, FLAGS.dim)).astype(np.float32)
   g = rng.normal(size=(FLAGS.num_gallery, FLAGS.dim)).astype(np.float32)

@@ -125,6 +125,7 @@ def torch_peer(batch_size, num_images, noise_std, steps):
 
 def main(argv):
   del argv
+  common.emit_machine()
   b, n, s = FLAGS.batch_size, FLAGS.num_images, FLAGS.steps
   impls = {'ours': None}
   impls['ours'], flops = ours(b, n, FLAGS.noise_std, s, FLAGS.steps_per_jit)

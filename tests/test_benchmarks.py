@@ -6,8 +6,13 @@ from conftest import run_python
 
 
 def _lines(proc):
+  """The measurement lines, after checking the first line names the machine."""
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return [json.loads(l) for l in proc.stdout.splitlines() if l.startswith('{')]
+  lines = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith('{')]
+  machine = lines[0]
+  assert machine['bench'] == 'machine' and machine['cores'] >= 1 and machine['backend'] == 'cpu'
+  assert machine['cpu'] and isinstance(machine['isa'], list)
+  return lines[1:]
 
 
 def test_query_speed_checks_against_brute_force_and_reports_each_metric():

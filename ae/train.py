@@ -56,11 +56,19 @@ def create_train_state(config, mesh, total_steps):
   return jax.jit(init, out_shardings=parallel.replicated(mesh))(init_key)
 
 
-def add_noise(clean, key, noise_std):
-  """Gaussian noise clipped to [0, 1], as the seed's add_noise_and_clip_data."""
+def add_noise(clean, key, noise_std, random_std=False):
+  """Gaussian noise clipped to [0, 1], as the seed's add_noise_and_clip_data.
+
+  With random_std, each image's std is drawn uniformly from [0, noise_std], so the model sees
+  clean to fully noisy inputs (the same key gives the same normal draws either way).
+  """
   if noise_std == 0:
     return clean
-  return jnp.clip(clean + noise_std * jax.random.normal(key, clean.shape, clean.dtype), 0.0, 1.0)
+  std = noise_std
+  if random_std:
+    std = noise_std * jax.random.uniform(jax.random.fold_in(key, 2), (clean.shape[0], 1, 1, 1),
+                                         clean.dtype)
+  return jnp.clip(clean + std * jax.random.normal(key, clean.shape, clean.dtype), 0.0, 1.0)
 
 
 def random_flip(images, key):
@@ -69,15 +77,16 @@ def random_flip(images, key):
   return jnp.where(flip_B[:, None, None, None], images[:, :, ::-1], images)
 
 
-def train_step(state, batch_u8, key, noise_std, flip=False):
+def train_step(state, batch_u8, key, noise_std, flip=False, random_std=False):
   """One Adam step on the MSE between the reconstruction of a (noisy) batch and the clean batch.
 
-  With flip, each image (input and target alike) is mirrored with probability 1/2 first.
+  With flip, each image (input and target alike) is mirrored with probability 1/2 first; with
+  random_std, each image's noise std is uniform in [0, noise_std] (add_noise).
   """
   clean = to_float(batch_u8)
   if flip:
     clean = random_flip(clean, jax.random.fold_in(key, 1))
-  inputs = add_noise(clean, key, noise_std)
+  inputs = add_noise(clean, key, noise_std, random_std)
 
   def loss_fn(params):
     return jnp.mean(jnp.square(state.apply_fn(params, inputs) - clean))
@@ -86,7 +95,7 @@ def train_step(state, batch_u8, key, noise_std, flip=False):
   return state.apply_gradients(grads=grads), {'loss': loss}
 
 
-def make_train_fn(mesh, seed, noise_std, flip=False):
+def make_train_fn(mesh, seed, noise_std, flip=False, random_std=False):
   """Jitted (state, images, idx_SxB) -> (state, {'loss': S}): S steps per call via lax.scan.
 
   The dataset stays on device; each step gathers its batch by index, split along 'data'.
@@ -99,7 +108,8 @@ def make_train_fn(mesh, seed, noise_std, flip=False):
 
     def body(state, idx_B):
       batch = jax.lax.with_sharding_constraint(images_u8[idx_B], batch_sharding)
-      return train_step(state, batch, jax.random.fold_in(noise_key, state.step), noise_std, flip)
+      return train_step(state, batch, jax.random.fold_in(noise_key, state.step), noise_std, flip,
+                        random_std)
 
     return jax.lax.scan(body, state, idx_SxB)
 
@@ -243,13 +253,14 @@ def _train(config, workdir, stop):
   rep = parallel.replicated(mesh)
   train_images = parallel.put(ds.train_images, rep)
   test_images = parallel.put(ds.test_images, rep)
-  train_fn = make_train_fn(mesh, config.seed, t.noise_std, t.random_flip)
+  train_fn = make_train_fn(mesh, config.seed, t.noise_std, t.random_flip, t.random_noise_std)
   sse_fn = make_batched_fn(mesh, per_image_sse(state.apply_fn))
   idx_sharding = parallel.data_sharded(mesh, ndim=2, axis=1)
   log = MetricsLog(workdir, start_step)
   logging.info('Training %d steps (%d epochs x %d steps of %d images) from step %d; '
-               'noise_std=%g.', total_steps, t.num_epochs, steps_per_epoch, t.batch_size,
-               start_step, t.noise_std)
+               'noise_std=%g%s.', total_steps, t.num_epochs, steps_per_epoch, t.batch_size,
+               start_step, t.noise_std, ' (per image, uniform in [0, noise_std])'
+               if t.random_noise_std and t.noise_std else '')
 
   timer = {'t': None, 'step': start_step, 't0': None, 'step0': start_step}
   window = {'sum': 0.0, 'n': 0}

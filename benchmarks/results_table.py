@@ -22,12 +22,17 @@ def _fmt(x, spec='.4f'):
   return '-' if x is None else format(x, spec)
 
 
+def _noise(config):
+  std = _get(config, 'train', 'noise_std')
+  return f'U(0, {std})' if std and _get(config, 'train', 'random_noise_std') else std
+
+
 def row(name, r, config):
   p10 = [_fmt(_get(r, 'retrieval', m, 'P@10'), '.3f') for m in METRICS]
   noisy = [_fmt(_get(r, 'noisy_queries', m, 'P@10'), '.3f') for m in METRICS]
   tr = r.get('train') or {}
   return (f"| {name} | {_get(config, 'model', 'decoder') or '-'} | {_get(config, 'model', 'latent_dim')} "
-          f"| {_get(config, 'train', 'noise_std')} | {_fmt(_get(r, 'test', 'mse'), '.5f')} "
+          f"| {_noise(config)} | {_fmt(_get(r, 'test', 'mse'), '.5f')} "
           f"| {_fmt(_get(r, 'test', 'psnr'), '.2f')} | {' / '.join(p10)} | {' / '.join(noisy)} "
           f"| {_fmt(_get(r, 'denoising', 'mse_recon_noisy_vs_clean'), '.5f')} "
           f"| {tr.get('epochs', '-')} | {_fmt(tr.get('train_time_s'), '.0f')} |")

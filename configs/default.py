@@ -39,6 +39,7 @@ def get_config():
   train.warmup_steps = 0  # linear warm-up steps of the 'cosine' schedule
   train.weight_decay = 0.0  # adamw only
   train.noise_std = 0.0  # std of Gaussian noise added to inputs (0 = clean, 0.1 = seed's denoising)
+  train.random_noise_std = False  # draw each image's noise std uniformly from [0, noise_std]
   train.random_flip = False  # mirror each training image left-right with probability 1/2
   train.init_from = ''  # workdir or checkpoint dir of another run to start from (fresh optimizer)
   train.steps_per_jit = 1  # train steps per jitted call (lax.scan); >1 amortises dispatch on GPU/TPU

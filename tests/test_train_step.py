@@ -95,3 +95,27 @@ def test_random_flip_mirrors_input_and_target_of_about_half_the_images():
   ref = jnp.mean((state.apply_fn(state.params, expected) - expected) ** 2)
   np.testing.assert_allclose(float(m['loss']), float(ref), rtol=1e-6)
   assert not np.isclose(float(m['loss']), _loss(state, batch), rtol=1e-6)  # it did flip
+
+
+def test_random_noise_std_scales_each_images_noise_by_a_uniform_draw():
+  key = jax.random.key(11)
+  x = jnp.full((64, 32, 32, 3), 0.5, jnp.float32)  # mid-grey: 0.5 +- 5 std never clips at 0.1
+  fixed = np.asarray(train.add_noise(x, key, 0.1)) - 0.5
+  spread = np.asarray(train.add_noise(x, key, 0.1, random_std=True)) - 0.5
+  # the same normal draws, each image's scaled by its own std in [0, 0.1]
+  f, r = fixed.reshape(64, -1), spread.reshape(64, -1)
+  per_image = np.sum(f * r, axis=1) / np.sum(f * f, axis=1)  # least-squares scale of each image
+  np.testing.assert_allclose(r, per_image[:, None] * f, atol=1e-6)  # float32 rounding of 0.5 + n
+  stds = 0.1 * per_image
+  expected = 0.1 * np.asarray(jax.random.uniform(jax.random.fold_in(key, 2), (64,)))
+  np.testing.assert_allclose(stds, expected, rtol=1e-4, atol=1e-7)
+  assert stds.min() >= 0 and stds.max() <= 0.1 and stds.min() < 0.02 and stds.max() > 0.08
+  # and the step trains on exactly those inputs
+  state, batch = _setup()
+  _, m = train.train_step(state, batch, key, 0.1, random_std=True)
+  clean = batch.astype(jnp.float32) / 255
+  noisy = train.add_noise(clean, key, 0.1, random_std=True)
+  expected_loss = jnp.mean((state.apply_fn(state.params, noisy) - clean) ** 2)
+  np.testing.assert_allclose(float(m['loss']), float(expected_loss), rtol=1e-6)
+  _, m_fixed = train.train_step(state, batch, key, 0.1)
+  assert not np.isclose(float(m['loss']), float(m_fixed['loss']), rtol=1e-6)

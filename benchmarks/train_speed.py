@@ -131,7 +131,7 @@ def main(argv):
   impls['ours'], flops = ours(b, n, FLAGS.noise_std, s, FLAGS.steps_per_jit)
   if FLAGS.peers:
     # torch._dynamo (imported by torch.optim) segfaults when first imported after TensorFlow
-    # (seen with TF 2.21 and torch 2.13): import it first.
+    # (seen with TF 2.21 and torch 2.13 and 2.14.1): import it first.
     import torch._dynamo  # noqa: F401
     impls['keras'] = keras_peer(b, n, FLAGS.noise_std, s)
     impls['torch'] = torch_peer(b, n, FLAGS.noise_std, s)

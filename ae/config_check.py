@@ -71,9 +71,11 @@ def validate_config(config, num_devices=None):
     errors.append(f'eval.metrics must be a non-empty subset of {METRICS}, got {tuple(e.metrics)!r}')
   if e.noise_std < 0:
     errors.append(f'eval.noise_std must be >= 0, got {e.noise_std}')
-  for name in ('umap_points', 'retrieval_queries', 'reference_queries'):
+  for name in ('umap_points', 'retrieval_queries', 'reference_queries', 'refine_steps'):
     if e[name] < 0:
       errors.append(f'eval.{name} must be >= 0, got {e[name]}')
+  if e.refine_lr <= 0:
+    errors.append(f'eval.refine_lr must be > 0, got {e.refine_lr}')
   for name in ('query_chunk', 'gallery_chunk', 'max_image_pixels'):
     if e[name] < 1:
       errors.append(f'eval.{name} must be at least 1, got {e[name]}')

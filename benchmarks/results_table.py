@@ -33,6 +33,7 @@ def row(name, r, config):
   tr = r.get('train') or {}
   return (f"| {name} | {_get(config, 'model', 'decoder') or '-'} | {_get(config, 'model', 'latent_dim')} "
           f"| {_noise(config)} | {_fmt(_get(r, 'test', 'mse'), '.5f')} "
+          f"| {_fmt(_get(r, 'refined', 'test_mse'), '.5f')} "
           f"| {_fmt(_get(r, 'test', 'psnr'), '.2f')} | {' / '.join(p10)} | {' / '.join(noisy)} "
           f"| {_fmt(_get(r, 'denoising', 'mse_recon_noisy_vs_clean'), '.5f')} "
           f"| {tr.get('epochs', '-')} | {_fmt(tr.get('train_time_s'), '.0f')} |")
@@ -40,15 +41,16 @@ def row(name, r, config):
 
 def _reference_row(name, ref, dim):
   p10 = ' / '.join(_fmt(_get(ref, m, 'P@10'), '.3f') for m in METRICS)
-  return f"| {name} | - | {dim} | - | {_fmt(ref.get('test_mse'), '.5f')} | - | {p10} | - | - | - | - |"
+  return (f"| {name} | - | {dim} | - | {_fmt(ref.get('test_mse'), '.5f')} | - | - | {p10} "
+          '| - | - | - | - |')
 
 
 def build_table(run_dirs):
   """The runs in the order given, then a PCA reference per latent size among them (a run with a
   32-unit code is compared with PCA-32, not PCA-10) and the raw-pixel reference."""
-  lines = ['| run | decoder | latent | noise | test MSE | PSNR | P@10 eucl / manh / cos '
+  lines = ['| run | decoder | latent | noise | test MSE | refined MSE | PSNR | P@10 eucl / manh / cos '
            '| noisy-query P@10 | MSE(recon noisy) | epochs | train s |',
-           '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+           '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
   pca, raw = {}, None
   for d in run_dirs:
     with open(os.path.join(d, 'results.json')) as f:

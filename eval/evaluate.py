@@ -18,6 +18,7 @@ from ae.train import abstract_params, add_noise, apply_in_batches, make_batched_
 from eval import latents, plots, references, report
 from eval.neighbors import nearest_neighbors
 from eval.projection import umap_projection
+from eval.refine import make_refine_fn
 from eval.retrieval import retrieval_metrics
 
 NUM_SHOWN = 10  # test images in the reconstruction, denoising and query figures
@@ -116,6 +117,17 @@ def evaluate(config, workdir, params, mesh, ds):
           'mse_recon_clean_vs_clean': mse},
   }
 
+  refined = None
+  if e.refine_steps:
+    logging.info('eval: refining %d test codes, %d Adam steps each through the decoder', n_test,
+                 e.refine_steps)
+    refined = apply_in_batches(mesh, make_refine_fn(mesh, model, e.refine_steps, e.refine_lr),
+                               params, test_dev, n_test, batch)
+    r_mse = float(refined['sse'].sum() / (n_test * pixels))
+    results['refined'] = {'steps': e.refine_steps, 'lr': e.refine_lr, 'test_mse': r_mse,
+                          'psnr': psnr(r_mse),
+                          'improved_fraction': float(np.mean(refined['sse'] < refined['sse_encoder']))}
+
   n_q = e.retrieval_queries or n_test
   q_labels = ds.test_labels[:n_q]
   logging.info('eval: retrieval, %d test queries over %d training images', n_q, len(z_train))
@@ -172,12 +184,17 @@ def evaluate(config, workdir, params, mesh, ds):
   if jax.process_index() != 0:
     return results
   names = ds.class_names
+  rows, row_names = [ds.test_images[:n_show], shown['recon']], ['test image', 'reconstruction']
+  title = f'First {n_show} test images and their reconstructions (test MSE {mse:.4f})'
+  if refined is not None:
+    decode = jax.jit(lambda p, z: model.apply(p, z, method=model.decode))
+    rows.append(np.asarray(decode(params, refined['z'][:n_show])))
+    row_names.append(f'refined code ({e.refine_steps} steps)')
+    title += f"; refined codes {results['refined']['test_mse']:.4f}"
   figures = {
       'loss': os.path.join(fig_dir, 'loss.png'),
       'reconstructions': plots.save_image_rows(
-          [ds.test_images[:n_show], shown['recon']], ['test image', 'reconstruction'],
-          os.path.join(fig_dir, 'reconstructions.png'),
-          f'First {n_show} test images and their reconstructions (test MSE {mse:.4f})'),
+          rows, row_names, os.path.join(fig_dir, 'reconstructions.png'), title),
       'latent_values': plots.save_latent_values(out['z'], config.seed,
                                                 os.path.join(fig_dir, 'latent_values.png')),
       'latent_histograms': plots.save_latent_histograms(

@@ -43,7 +43,14 @@ def build_report(config, results):
               f"of epochs (final test MSE {tr['final_test_mse']:.5f}).", '']
   lines += ['## Reconstruction', '', '| | value |', '| --- | --- |',
             f"| test MSE | {t['mse']:.5f} |", f"| test PSNR (dB) | {t['psnr']:.2f} |",
-            f"| PCA-{refs['pca']['dim']} test MSE (reference) | {refs['pca']['test_mse']:.5f} |", '']
+            f"| PCA-{refs['pca']['dim']} test MSE (reference) | {refs['pca']['test_mse']:.5f} |"]
+  if 'refined' in results:
+    rf = results['refined']
+    lines += [f"| test MSE, codes refined by {rf['steps']} Adam steps (lr {rf['lr']:g}) through the "
+              f"decoder | {rf['test_mse']:.5f} |",
+              f"| test PSNR (dB), refined codes | {rf['psnr']:.2f} |",
+              f"| test images the refinement improved | {rf['improved_fraction']:.1%} |"]
+  lines += ['']
   lines += ['## Retrieval', '',
             f"Queries: {results['retrieval_queries']:,} test images; gallery: the training set; "
             'relevant = same class. mAP@100 averages precision at the ranks of the relevant items '

@@ -51,3 +51,4 @@ def test_results_table_has_a_pca_reference_per_latent_size(tmp_path):
       '| b', '| a', '| c', '| PCA-10 (reference)', '| PCA-32 (reference)', '| raw pixels (reference)']
   assert '| PCA-32 (reference) | - | 32 | - | 0.01236 |' in table[-2]
   assert table[-1].startswith('| raw pixels (reference) | - | 3072 | - | - |')
+  assert all(l.count('|') == table[0].count('|') for l in table)  # every row fills every column

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -17,7 +18,8 @@ FIGURES = ('loss', 'reconstructions', 'latent_values', 'latent_histograms', 'lat
 @pytest.fixture(scope='module')
 def run_dir(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('e2e') / 'run'
-  proc = run_python(['main.py', '--config=configs/test.py', f'--workdir={workdir}'])
+  proc = run_python(['main.py', '--config=configs/test.py', f'--workdir={workdir}',
+                     '--config.eval.refine_steps=5'])
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'imgs/s' in proc.stderr and 'ETA' in proc.stderr  # the progress line
   return workdir
@@ -58,6 +60,9 @@ def test_results_hold_every_number(run_dir):
   assert set(r['noisy_queries']) == set(r['seed_setting']) == {'euclidean', 'manhattan', 'cosine'}
   assert len(r['latent']['mean']) == 10 and np.array(r['latent']['corr']).shape == (10, 10)
   assert r['references']['pca']['test_mse'] > 0 and r['train']['epochs'] == 2
+  assert r['refined']['steps'] == 5 and r['refined']['test_mse'] <= r['test']['mse']
+  assert r['refined']['psnr'] == pytest.approx(10 * np.log10(1 / r['refined']['test_mse']))
+  assert 'codes refined by 5 Adam steps' in (run_dir / 'report.md').read_text()
   with np.load(run_dir / 'embeddings.npz') as f:
     assert f['train_z'].shape == (256, 10) and f['test_z'].shape == (64, 10)
     assert f['train_labels'].shape == (256,) and f['test_labels'].shape == (64,)
@@ -90,14 +95,16 @@ def test_query_mode_answers_good_images_and_reports_the_corrupt_one(run_dir, tmp
   assert len(os.listdir(run_dir / 'queries')) == 5
 
 
-def test_eval_mode_reevaluates_the_latest_checkpoint(run_dir):
+def test_eval_mode_reevaluates_the_latest_checkpoint(run_dir, tmp_path):
   before = json.loads((run_dir / 'results.json').read_text())
+  run_dir = shutil.copytree(run_dir, tmp_path / 'run')  # the other tests keep the first results
   proc = run_python(['main.py', '--config=configs/test.py', f'--workdir={run_dir}', '--mode=eval',
                      '--config.eval.umap_points=0'])
   assert proc.returncode == 0, proc.stderr[-3000:]
   after = json.loads((run_dir / 'results.json').read_text())
   assert after['test']['mse'] == pytest.approx(before['test']['mse'], rel=1e-6)
   assert after['retrieval'] == before['retrieval']
+  assert 'refined' not in after  # eval.refine_steps is 0 here
 
 
 def test_mistyped_override_is_an_error(tmp_path):
@@ -111,5 +118,7 @@ def test_results_table_gathers_runs(run_dir):
   assert proc.returncode == 0, proc.stderr
   lines = proc.stdout.strip().splitlines()
   assert lines[0].startswith('| run |') and len(lines) == 2 + 2 + 2
-  assert lines[2].startswith('| run | dense | 10 | 0.1 |')
+  r = json.loads((run_dir / 'results.json').read_text())
+  assert lines[2].startswith(f"| run | dense | 10 | 0.1 | {r['test']['mse']:.5f} | "
+                             f"{r['refined']['test_mse']:.5f} |")
   assert 'PCA-10 (reference)' in proc.stdout

@@ -224,8 +224,9 @@ def evaluate(config, workdir, params, mesh, ds):
                       train_labels=ds.train_labels, test_z=out['z'], test_labels=ds.test_labels)
   _write_json(os.path.join(workdir, 'results.json'), results)
   report.write_report(workdir, config, results)
-  logging.info('eval: test MSE %.5f (PSNR %.2f dB); P@10 %s; written to %s in %.1f s', mse,
+  logging.info('eval: test MSE %.5f (PSNR %.2f dB)%s; P@10 %s; written to %s in %.1f s', mse,
                results['test']['psnr'],
+               f", refined codes {results['refined']['test_mse']:.5f}" if refined is not None else '',
                ', '.join(f"{m} {r['P@10']:.3f}" for m, r in results['retrieval'].items()),
                workdir, results['eval_time_s'])
   return results

@@ -220,8 +220,10 @@ def evaluate(config, workdir, params, mesh, ds):
     del figures['loss']
   results['figures'] = {k: os.path.relpath(v, workdir) for k, v in figures.items()}
 
+  refined_z = {} if refined is None else {'test_z_refined': refined['z']}
   np.savez_compressed(os.path.join(workdir, 'embeddings.npz'), train_z=z_train,
-                      train_labels=ds.train_labels, test_z=out['z'], test_labels=ds.test_labels)
+                      train_labels=ds.train_labels, test_z=out['z'], test_labels=ds.test_labels,
+                      **refined_z)
   _write_json(os.path.join(workdir, 'results.json'), results)
   report.write_report(workdir, config, results)
   logging.info('eval: test MSE %.5f (PSNR %.2f dB)%s; P@10 %s; written to %s in %.1f s', mse,

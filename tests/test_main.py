@@ -66,6 +66,7 @@ def test_results_hold_every_number(run_dir):
   with np.load(run_dir / 'embeddings.npz') as f:
     assert f['train_z'].shape == (256, 10) and f['test_z'].shape == (64, 10)
     assert f['train_labels'].shape == (256,) and f['test_labels'].shape == (64,)
+    assert f['test_z_refined'].shape == (64, 10)
 
 
 def test_query_mode_answers_good_images_and_reports_the_corrupt_one(run_dir, tmp_path):

@@ -55,7 +55,8 @@ def get_config():
   ev.umap_points = 5000  # test points in the UMAP projection (0 = skip UMAP)
   ev.retrieval_queries = 0  # test queries for P@k/mAP; 0 = all
   ev.reference_queries = 1000  # test queries for the raw-pixel reference (3072-D search is slow)
-  ev.refine_steps = 0  # >0: also report test MSE of codes refined by this many Adam steps each through the decoder
+  ev.refine_steps = 0  # >0: also report the test MSE of codes refined by this many Adam steps
+  #                      each through the decoder (eval/refine.py)
   ev.refine_lr = 0.05  # Adam learning rate of that refinement
   ev.query_chunk = 2048  # queries per distance tile
   ev.gallery_chunk = 16384  # gallery items per distance tile

@@ -124,9 +124,9 @@ def evaluate(config, workdir, params, mesh, ds):
     refined = apply_in_batches(mesh, make_refine_fn(mesh, model, e.refine_steps, e.refine_lr),
                                params, test_dev, n_test, batch)
     r_mse = float(refined['sse'].sum() / (n_test * pixels))
+    improved = float(np.mean(refined['sse'] < refined['sse_encoder']))
     results['refined'] = {'steps': e.refine_steps, 'lr': e.refine_lr, 'test_mse': r_mse,
-                          'psnr': psnr(r_mse),
-                          'improved_fraction': float(np.mean(refined['sse'] < refined['sse_encoder']))}
+                          'psnr': psnr(r_mse), 'improved_fraction': improved}
 
   n_q = e.retrieval_queries or n_test
   q_labels = ds.test_labels[:n_q]
@@ -208,7 +208,7 @@ def evaluate(config, workdir, params, mesh, ds):
           ['clean', f'noisy (std {e.noise_std:g})', 'reconstruction'],
           os.path.join(fig_dir, 'denoising.png'), 'Noisy test images and their reconstructions'),
       'seed_setting': plots.save_seed_setting(
-          seed_images, seed_labels, seed_nn, names, os.path.join(fig_dir, 'seed_setting.png')),
+          seed_images, seed_labels, seed_nn, os.path.join(fig_dir, 'seed_setting.png')),
   }
   for m, (d, i) in grids.items():
     figures[f'query_{m}'] = plots.save_query_grid(
@@ -226,9 +226,9 @@ def evaluate(config, workdir, params, mesh, ds):
                       **refined_z)
   _write_json(os.path.join(workdir, 'results.json'), results)
   report.write_report(workdir, config, results)
+  refined_note = '' if refined is None else f", refined codes {results['refined']['test_mse']:.5f}"
   logging.info('eval: test MSE %.5f (PSNR %.2f dB)%s; P@10 %s; written to %s in %.1f s', mse,
-               results['test']['psnr'],
-               f", refined codes {results['refined']['test_mse']:.5f}" if refined is not None else '',
+               results['test']['psnr'], refined_note,
                ', '.join(f"{m} {r['P@10']:.3f}" for m, r in results['retrieval'].items()),
                workdir, results['eval_time_s'])
   return results

@@ -48,7 +48,8 @@ def mosaic(rows, gap=2, row_gap=2, group=0, group_gap=0, top=0):
   """Rows of equally sized HxWx3 images (uint8 or float in [0, 1]) pasted into one float image.
 
   Columns are `gap` pixels apart; after every `group` columns (when set) `group_gap` more; rows are
-  `row_gap` apart, below `top` blank rows (room for labels). The background is white. Returns (image, top-left (y, x) of each cell, [R][C]).
+  `row_gap` apart, below `top` blank rows (room for labels). The background is white. Returns the
+  image and the top-left (y, x) of each cell, as [row][column].
   Drawing one image is ~100x faster in matplotlib than one subplot per cell (726 subplots took
   ~25 s of every evaluation).
   """
@@ -154,7 +155,7 @@ def save_umap(xy, labels, class_names, path):
 def save_query_grid(query_images, query_labels, gallery_images, gallery_labels, idx_QxK, d_QxK,
                     class_names, path, title):
   """Each query image followed by its k nearest gallery images, titled with their class."""
-  q, k = idx_QxK.shape
+  q = len(idx_QxK)
   rows = [[query_images[r]] + [gallery_images[g] for g in idx_QxK[r]] for r in range(q)]
   image, corners = mosaic(rows, gap=4, row_gap=16, top=16)
   fig, ax = _mosaic_figure(image, inches_per_pixel=1 / 29)
@@ -173,9 +174,9 @@ def save_query_grid(query_images, query_labels, gallery_images, gallery_labels, 
   return _save(fig, path)
 
 
-def save_seed_setting(images, labels, nn_by_metric, class_names, path):
-  """The seed's setting: the first queries of a 1,000-image gallery, under each metric."""
-  del class_names  # the frames say same class or not; names would not fit at this size
+def save_seed_setting(images, labels, nn_by_metric, path):
+  """The seed's setting: the first queries of a 1,000-image gallery, under each metric; frames
+  mark the neighbours of the query's class (names would not fit at this size)."""
   metrics = list(nn_by_metric)
   q, k = next(iter(nn_by_metric.values())).shape
   rows = [[img for metric in metrics for img in [images[r]] + [images[g] for g in

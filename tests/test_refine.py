@@ -1,4 +1,5 @@
-"""Refined codes: each image's own descent through the fixed decoder, never worse than the encoder."""
+"""Refined codes: each image's own descent through the fixed decoder, never worse than the
+encoder's code."""
 
 import jax
 import jax.numpy as jnp

@@ -86,7 +86,7 @@ def _frame(ax, y, x, size, color):
 
 def save_image_rows(rows, row_titles, path, title):
   """Rows of images, one row per array (the seed's Figures 5, 11 and 12)."""
-  image, corners = mosaic([list(r) for r in rows])
+  image, corners = mosaic(rows)
   fig, ax = _mosaic_figure(image, inches_per_pixel=1 / 27)
   h = np.shape(rows[0][0])[0]
   ax.set_yticks([row[0][0] + h / 2 for row in corners], row_titles, fontsize=8)

@@ -10,10 +10,11 @@ class ConfigError(Exception):
   """The config asks for something impossible; the message says which field and how to fix it."""
 
 
-def _positive_ints(name, values):
+def _positive_ints(name, values, allow_empty=False):
   values = tuple(values)
-  if not values or any(not isinstance(v, int) or v < 1 for v in values):
-    return [f'{name} must be a non-empty tuple of positive integers, got {values!r}']
+  if (not values and not allow_empty) or any(not isinstance(v, int) or v < 1 for v in values):
+    kind = 'a tuple' if allow_empty else 'a non-empty tuple'
+    return [f'{name} must be {kind} of positive integers, got {values!r}']
   return []
 
 
@@ -32,6 +33,7 @@ def validate_config(config, num_devices=None):
     errors.append(f"model.norm must be 'none' or 'group', got {m.norm!r}")
   errors += _positive_ints('model.encoder_features', m.encoder_features)
   errors += _positive_ints('model.decoder_features', m.decoder_features)
+  errors += _positive_ints('model.encoder_dense', m.encoder_dense, allow_empty=True)
   if m.encoder_padding == 'VALID' and len(m.encoder_features) > 3:
     errors.append('model.encoder_features: with VALID padding at most 3 conv layers fit a 32x32 '
                   f'image, got {len(m.encoder_features)}; use SAME padding or fewer layers')

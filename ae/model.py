@@ -59,6 +59,7 @@ class Encoder(nn.Module):
   latent_dim: int
   padding: str = 'VALID'
   norm: str = 'none'
+  dense: Sequence[int] = ()  # relu dense layers between the convs and the linear bottleneck
 
   @nn.compact
   def __call__(self, x_NHWC):
@@ -74,8 +75,10 @@ class Encoder(nn.Module):
       if pool and not fuse_pool:
         x_NHWC = max_pool_2x2(x_NHWC)
       x_NHWC = nn.relu(x_NHWC)
-    x_NF = x_NHWC.reshape(x_NHWC.shape[0], -1)
-    return nn.Dense(self.latent_dim, name='bottleneck')(x_NF)
+    h_NF = x_NHWC.reshape(x_NHWC.shape[0], -1)
+    for i, f in enumerate(self.dense):
+      h_NF = nn.relu(nn.Dense(f, name=f'hidden_{i}')(h_NF))
+    return nn.Dense(self.latent_dim, name='bottleneck')(h_NF)
 
 
 class DenseDecoder(nn.Module):
@@ -121,9 +124,11 @@ class AutoEncoder(nn.Module):
   decoder: str = 'dense'
   encoder_padding: str = 'VALID'
   norm: str = 'none'
+  encoder_dense: Sequence[int] = ()
 
   def setup(self):
-    self.encoder = Encoder(self.encoder_features, self.latent_dim, self.encoder_padding, self.norm)
+    self.encoder = Encoder(self.encoder_features, self.latent_dim, self.encoder_padding, self.norm,
+                           self.encoder_dense)
     if self.decoder == 'dense':
       self.decoder_net = DenseDecoder(self.decoder_features)
     elif self.decoder == 'conv':
@@ -149,6 +154,7 @@ def create_model(model_config) -> AutoEncoder:
       decoder=model_config.decoder,
       encoder_padding=model_config.encoder_padding,
       norm=model_config.norm,
+      encoder_dense=tuple(model_config.encoder_dense),
   )
 
 

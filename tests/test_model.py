@@ -36,6 +36,25 @@ def test_latent_dim_and_conv_decoder_shapes():
   assert model.apply(params, x).shape == (2, 32, 32, 3)
 
 
+def test_encoder_dense_layers_sit_between_the_convs_and_the_bottleneck():
+  model = AutoEncoder(encoder_dense=(64, 32))
+  params, x = _init(model)
+  enc = params['params']['encoder']
+  assert enc['hidden_0']['kernel'].shape == (4 * 4 * 128, 64)
+  assert enc['hidden_1']['kernel'].shape == (64, 32)
+  assert enc['bottleneck']['kernel'].shape == (32, 10)
+  feats = x  # the seed's convs, relu and pools, then the head by hand
+  for i in range(3):
+    feats = PatchConv(enc[f'Conv_{i}']['bias'].shape[0], pool=i < 2).apply(
+        {'params': enc[f'Conv_{i}']}, feats)
+    feats = jax.nn.relu(feats)
+  h = feats.reshape(len(x), -1)
+  for name in ('hidden_0', 'hidden_1'):
+    h = jax.nn.relu(h @ enc[name]['kernel'] + enc[name]['bias'])
+  z_ref = h @ enc['bottleneck']['kernel'] + enc['bottleneck']['bias']
+  np.testing.assert_allclose(model.apply(params, x, method=model.encode), z_ref, rtol=1e-5, atol=1e-6)
+
+
 def test_patch_conv_matches_flax_conv_values_and_gradients():
   x = jax.random.normal(jax.random.key(2), (3, 13, 11, 5))
   for padding in ('VALID', 'SAME'):

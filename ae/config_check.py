@@ -51,6 +51,8 @@ def validate_config(config, num_devices=None):
     errors.append(f'train.learning_rate must be positive, got {t.learning_rate}')
   if t.noise_std < 0:
     errors.append(f'train.noise_std must be >= 0 (0 = clean), got {t.noise_std}')
+  if not 0 <= t.random_shift <= 8:
+    errors.append(f'train.random_shift must be in [0, 8] pixels (0 = off), got {t.random_shift}')
   if t.optimizer not in ('adam', 'adamw'):
     errors.append(f"train.optimizer must be 'adam' or 'adamw', got {t.optimizer!r}")
   if t.schedule not in ('constant', 'cosine'):

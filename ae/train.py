@@ -77,15 +77,29 @@ def random_flip(images, key):
   return jnp.where(flip_B[:, None, None, None], images[:, :, ::-1], images)
 
 
-def train_step(state, batch_u8, key, noise_std, flip=False, random_std=False):
+def random_shift(images, key, max_shift):
+  """Translates each image by its own uniform offset in [-max_shift, max_shift] pixels along each
+  axis, filling the uncovered border by reflection (a crop of the reflect-padded image)."""
+  n, h, w, c = images.shape
+  s = max_shift
+  padded = jnp.pad(images, ((0, 0), (s, s), (s, s), (0, 0)), mode='reflect')
+  offsets_N2 = jax.random.randint(key, (n, 2), 0, 2 * s + 1)
+  crop = lambda image, o: jax.lax.dynamic_slice(image, (o[0], o[1], 0), (h, w, c))
+  return jax.vmap(crop)(padded, offsets_N2)
+
+
+def train_step(state, batch_u8, key, noise_std, flip=False, random_std=False, shift=0):
   """One Adam step on the MSE between the reconstruction of a (noisy) batch and the clean batch.
 
   With flip, each image (input and target alike) is mirrored with probability 1/2 first; with
-  random_std, each image's noise std is uniform in [0, noise_std] (add_noise).
+  shift > 0, each is then translated by up to shift pixels (random_shift); with random_std, each
+  image's noise std is uniform in [0, noise_std] (add_noise).
   """
   clean = to_float(batch_u8)
   if flip:
     clean = random_flip(clean, jax.random.fold_in(key, 1))
+  if shift:
+    clean = random_shift(clean, jax.random.fold_in(key, 3), shift)
   inputs = add_noise(clean, key, noise_std, random_std)
 
   def loss_fn(params):
@@ -95,7 +109,7 @@ def train_step(state, batch_u8, key, noise_std, flip=False, random_std=False):
   return state.apply_gradients(grads=grads), {'loss': loss}
 
 
-def make_train_fn(mesh, seed, noise_std, flip=False, random_std=False):
+def make_train_fn(mesh, seed, noise_std, flip=False, random_std=False, shift=0):
   """Jitted (state, images, idx_SxB) -> (state, {'loss': S}): S steps per call via lax.scan.
 
   The dataset stays on device; each step gathers its batch by index, split along 'data'.
@@ -109,7 +123,7 @@ def make_train_fn(mesh, seed, noise_std, flip=False, random_std=False):
     def body(state, idx_B):
       batch = jax.lax.with_sharding_constraint(images_u8[idx_B], batch_sharding)
       return train_step(state, batch, jax.random.fold_in(noise_key, state.step), noise_std, flip,
-                        random_std)
+                        random_std, shift)
 
     return jax.lax.scan(body, state, idx_SxB)
 
@@ -253,7 +267,8 @@ def _train(config, workdir, stop):
   rep = parallel.replicated(mesh)
   train_images = parallel.put(ds.train_images, rep)
   test_images = parallel.put(ds.test_images, rep)
-  train_fn = make_train_fn(mesh, config.seed, t.noise_std, t.random_flip, t.random_noise_std)
+  train_fn = make_train_fn(mesh, config.seed, t.noise_std, t.random_flip, t.random_noise_std,
+                           t.random_shift)
   sse_fn = make_batched_fn(mesh, per_image_sse(state.apply_fn))
   idx_sharding = parallel.data_sharded(mesh, ndim=2, axis=1)
   log = MetricsLog(workdir, start_step)

@@ -42,6 +42,7 @@ def get_config():
   train.noise_std = 0.0  # std of Gaussian noise added to inputs (0 = clean, 0.1 = seed's denoising)
   train.random_noise_std = False  # draw each image's noise std uniformly from [0, noise_std]
   train.random_flip = False  # mirror each training image left-right with probability 1/2
+  train.random_shift = 0  # translate each training image by up to this many pixels (reflect fill)
   train.init_from = ''  # workdir or checkpoint dir of another run to start from (fresh optimizer)
   train.steps_per_jit = 1  # train steps per jitted call (lax.scan); >1 amortises dispatch on GPU/TPU
   train.log_every_steps = 50  # progress line and metrics.jsonl record interval

@@ -97,6 +97,27 @@ def test_random_flip_mirrors_input_and_target_of_about_half_the_images():
   assert not np.isclose(float(m['loss']), _loss(state, batch), rtol=1e-6)  # it did flip
 
 
+def test_random_shift_crops_each_image_from_its_reflect_padded_copy():
+  state, batch = _setup()
+  key = jax.random.key(5)
+  x = np.asarray(batch, np.float32) / 255
+  shifted = np.asarray(train.random_shift(jnp.asarray(x), key, 2))
+  padded = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode='reflect')
+  offsets = []
+  for s, p in zip(shifted, padded):
+    found = [(i, j) for i in range(5) for j in range(5) if np.array_equal(s, p[i:i + 32, j:j + 32])]
+    assert found, 'an image is not a 32x32 crop of its padded copy'
+    offsets.append(found[0])
+  assert len(set(offsets)) >= 6  # of 16 images, 25 possible offsets: they differ per image
+  np.testing.assert_array_equal(train.random_shift(jnp.asarray(x), key, 0), x)
+  # the step with shift is the clean step on the batch shifted with the step key's shift key
+  _, m = train.train_step(state, batch, key, 0.0, shift=2)
+  expected = train.random_shift(jnp.asarray(x), jax.random.fold_in(key, 3), 2)
+  ref = jnp.mean((state.apply_fn(state.params, expected) - expected) ** 2)
+  np.testing.assert_allclose(float(m['loss']), float(ref), rtol=1e-6)
+  assert not np.isclose(float(m['loss']), _loss(state, batch), rtol=1e-6)
+
+
 def test_random_noise_std_scales_each_images_noise_by_a_uniform_draw():
   key = jax.random.key(11)
   x = jnp.full((64, 32, 32, 3), 0.5, jnp.float32)  # mid-grey: 0.5 +- 5 std never clips at 0.1

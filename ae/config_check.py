@@ -34,6 +34,8 @@ def validate_config(config, num_devices=None):
   errors += _positive_ints('model.encoder_features', m.encoder_features)
   errors += _positive_ints('model.decoder_features', m.decoder_features)
   errors += _positive_ints('model.encoder_dense', m.encoder_dense, allow_empty=True)
+  if not 0 <= m.encoder_dropout < 1:
+    errors.append(f'model.encoder_dropout must be in [0, 1) (0 = off), got {m.encoder_dropout}')
   if m.encoder_padding == 'VALID' and len(m.encoder_features) > 3:
     errors.append('model.encoder_features: with VALID padding at most 3 conv layers fit a 32x32 '
                   f'image, got {len(m.encoder_features)}; use SAME padding or fewer layers')

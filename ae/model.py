@@ -60,9 +60,10 @@ class Encoder(nn.Module):
   padding: str = 'VALID'
   norm: str = 'none'
   dense: Sequence[int] = ()  # relu dense layers between the convs and the linear bottleneck
+  dropout: float = 0.0  # dropout rate on the inputs of those dense layers and the bottleneck
 
   @nn.compact
-  def __call__(self, x_NHWC):
+  def __call__(self, x_NHWC, train=False):
     # Per width: conv, relu, 2x2 max pool as the seed (no pool after the last conv). Relu after
     # the pool gives the same values on 4x fewer elements; without a norm between them, the
     # conv's bias is added after the pool too (PatchConv(pool=True)).
@@ -77,8 +78,14 @@ class Encoder(nn.Module):
       x_NHWC = nn.relu(x_NHWC)
     h_NF = x_NHWC.reshape(x_NHWC.shape[0], -1)
     for i, f in enumerate(self.dense):
-      h_NF = nn.relu(nn.Dense(f, name=f'hidden_{i}')(h_NF))
-    return nn.Dense(self.latent_dim, name='bottleneck')(h_NF)
+      h_NF = nn.relu(nn.Dense(f, name=f'hidden_{i}')(self._drop(h_NF, train, i)))
+    return nn.Dense(self.latent_dim, name='bottleneck')(self._drop(h_NF, train, len(self.dense)))
+
+  def _drop(self, h_NF, train, i):
+    """Inverted dropout in training (rng stream 'dropout'); the identity at evaluation."""
+    if not self.dropout:
+      return h_NF
+    return nn.Dropout(self.dropout, deterministic=not train, name=f'dropout_{i}')(h_NF)
 
 
 class DenseDecoder(nn.Module):
@@ -125,10 +132,11 @@ class AutoEncoder(nn.Module):
   encoder_padding: str = 'VALID'
   norm: str = 'none'
   encoder_dense: Sequence[int] = ()
+  encoder_dropout: float = 0.0
 
   def setup(self):
     self.encoder = Encoder(self.encoder_features, self.latent_dim, self.encoder_padding, self.norm,
-                           self.encoder_dense)
+                           self.encoder_dense, self.encoder_dropout)
     if self.decoder == 'dense':
       self.decoder_net = DenseDecoder(self.decoder_features)
     elif self.decoder == 'conv':
@@ -136,14 +144,15 @@ class AutoEncoder(nn.Module):
     else:
       raise ValueError(f"model.decoder must be 'dense' or 'conv', got {self.decoder!r}")
 
-  def encode(self, x_NHWC):
-    return self.encoder(x_NHWC)
+  def encode(self, x_NHWC, train=False):
+    return self.encoder(x_NHWC, train)
 
   def decode(self, z_ND):
     return self.decoder_net(z_ND)
 
-  def __call__(self, x_NHWC):
-    return self.decode(self.encode(x_NHWC))
+  def __call__(self, x_NHWC, train=False):
+    """train=True turns on the encoder's dropout (needs rngs={'dropout': key} when it is > 0)."""
+    return self.decode(self.encode(x_NHWC, train))
 
 
 def create_model(model_config) -> AutoEncoder:
@@ -155,6 +164,7 @@ def create_model(model_config) -> AutoEncoder:
       encoder_padding=model_config.encoder_padding,
       norm=model_config.norm,
       encoder_dense=tuple(model_config.encoder_dense),
+      encoder_dropout=model_config.encoder_dropout,
   )
 
 

@@ -93,7 +93,8 @@ def train_step(state, batch_u8, key, noise_std, flip=False, random_std=False, sh
 
   With flip, each image (input and target alike) is mirrored with probability 1/2 first; with
   shift > 0, each is then translated by up to shift pixels (random_shift); with random_std, each
-  image's noise std is uniform in [0, noise_std] (add_noise).
+  image's noise std is uniform in [0, noise_std] (add_noise). The model runs in training mode
+  (model.encoder_dropout, its mask from fold_in(key, 4)).
   """
   clean = to_float(batch_u8)
   if flip:
@@ -103,7 +104,8 @@ def train_step(state, batch_u8, key, noise_std, flip=False, random_std=False, sh
   inputs = add_noise(clean, key, noise_std, random_std)
 
   def loss_fn(params):
-    return jnp.mean(jnp.square(state.apply_fn(params, inputs) - clean))
+    recon = state.apply_fn(params, inputs, train=True, rngs={'dropout': jax.random.fold_in(key, 4)})
+    return jnp.mean(jnp.square(recon - clean))
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   return state.apply_gradients(grads=grads), {'loss': loss}

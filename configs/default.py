@@ -28,6 +28,7 @@ def get_config():
   model.encoder_padding = 'VALID'  # 'VALID' (seed) | 'SAME'
   model.norm = 'none'  # encoder normalisation: 'none' (seed) | 'group'
   model.encoder_dense = ()  # relu dense widths between the convs and the bottleneck; () = seed
+  model.encoder_dropout = 0.0  # dropout rate on the inputs of those dense layers and the bottleneck
   model.decoder = 'dense'  # 'dense' (seed: dense layers then reshape) | 'conv' (transposed convs)
   model.decoder_features = (512, 1024, 2048)  # dense: hidden widths; conv: channels per 2x upsampling from 4x4
 

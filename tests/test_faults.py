@@ -150,6 +150,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
     ('eval__refine_lr', 0.0, 'eval.refine_lr must be > 0'),
     ('model__encoder_dense', (512, 0), 'model.encoder_dense must be a tuple of positive'),
     ('train__random_shift', 9, 'train.random_shift must be in'),
+    ('model__encoder_dropout', 1.0, 'model.encoder_dropout must be in'),
 ])
 def test_invalid_values_fail_before_any_data_is_loaded(tmp_path, field, value, message):
   # data.dir does not exist: reaching the data loader would raise a DataError instead

@@ -93,6 +93,34 @@ def test_encoder_dense_layers_sit_between_the_convs_and_the_bottleneck():
   np.testing.assert_allclose(ours, _seed_order_encode(params, x, 'none'), rtol=1e-5, atol=1e-5)
 
 
+def test_encoder_dropout_masks_the_dense_inputs_in_training_only():
+  rate = 0.25
+  model = AutoEncoder(encoder_dense=(64,), encoder_dropout=rate)
+  params, x = _init(model, n=8)
+  # evaluation: no dropout, the same encoding as without it
+  ours = model.apply(params, x, method=model.encode)
+  np.testing.assert_allclose(ours, _seed_order_encode(params, x, 'none'), rtol=1e-5, atol=1e-5)
+  rngs = lambda k: {'dropout': jax.random.key(k)}
+  train_z, inter = model.apply(params, x, True, method=model.encode, rngs=rngs(1),
+                               capture_intermediates=True)
+  enc = inter['intermediates']['encoder']
+  # each dense layer's input is its clean input, zeroed with probability rate or scaled by 1/(1-rate)
+  clean_in = [np.maximum(np.asarray(enc['Conv_2']['__call__'][0]), 0).reshape(8, -1)]
+  clean_in.append(np.maximum(np.asarray(enc['hidden_0']['__call__'][0]), 0))
+  dropped = 0
+  for i, clean in enumerate(clean_in):
+    out = np.asarray(enc[f'dropout_{i}']['__call__'][0])
+    kept = out != 0
+    np.testing.assert_allclose(out[kept], clean[kept] / (1 - rate), rtol=1e-5)
+    live = clean != 0
+    dropped += np.sum(live & ~kept) / np.sum(live)
+  assert abs(dropped / 2 - rate) < 0.05
+  assert not np.allclose(train_z, ours)
+  np.testing.assert_array_equal(
+      train_z, model.apply(params, x, True, method=model.encode, rngs=rngs(1)))  # same key, same mask
+  assert not np.allclose(train_z, model.apply(params, x, True, method=model.encode, rngs=rngs(2)))
+
+
 def test_patch_conv_with_pool_equals_pool_of_conv_plus_bias():
   x = jax.random.normal(jax.random.key(4), (2, 15, 13, 6))  # odd conv outputs: edges dropped
   for padding in ('VALID', 'SAME'):

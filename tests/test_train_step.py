@@ -118,6 +118,19 @@ def test_random_shift_crops_each_image_from_its_reflect_padded_copy():
   assert not np.isclose(float(m['loss']), _loss(state, batch), rtol=1e-6)
 
 
+def test_the_step_trains_with_encoder_dropout_from_the_step_key():
+  config = tiny_config()
+  config.model.encoder_dropout = 0.5
+  state = train.create_train_state(config, parallel.make_mesh(), total_steps=10)
+  _, batch = _setup()
+  key = jax.random.key(5)
+  _, m = train.train_step(state, batch, key, 0.0)
+  x = batch.astype(jnp.float32) / 255
+  recon = state.apply_fn(state.params, x, True, rngs={'dropout': jax.random.fold_in(key, 4)})
+  np.testing.assert_allclose(float(m['loss']), float(jnp.mean((recon - x) ** 2)), rtol=1e-6)
+  assert not np.isclose(float(m['loss']), _loss(state, batch), rtol=1e-4)  # it did drop
+
+
 def test_random_noise_std_scales_each_images_noise_by_a_uniform_draw():
   key = jax.random.key(11)
   x = jnp.full((64, 32, 32, 3), 0.5, jnp.float32)  # mid-grey: 0.5 +- 5 std never clips at 0.1

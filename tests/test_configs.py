@@ -4,8 +4,10 @@ import pytest
 
 from ae.config_check import validate_config
 
+VARIANTS = ('denoise', 'test', 'conv', 'conv_denoise', 'head', 'head_denoise')
 
-@pytest.mark.parametrize('name', ['default', 'denoise', 'test', 'conv', 'conv_denoise', 'head', 'head_denoise'])
+
+@pytest.mark.parametrize('name', ('default',) + VARIANTS)
 def test_every_config_is_valid_and_documents_its_command(name):
   module = importlib.import_module(f'configs.{name}')
   config = module.get_config()
@@ -16,7 +18,7 @@ def test_every_config_is_valid_and_documents_its_command(name):
 def test_variants_only_override_declared_fields():
   from configs import default
   declared = default.get_config()
-  for name in ('denoise', 'test', 'conv', 'conv_denoise', 'head', 'head_denoise'):
+  for name in VARIANTS:
     config = importlib.import_module(f'configs.{name}').get_config()
     assert set(config.keys()) == set(declared.keys())
     for group in ('data', 'model', 'train', 'eval'):

@@ -6,8 +6,8 @@ from ae import parallel, train
 from conftest import tiny_config
 
 
-def _setup(noise_std=0.0):
-  config = tiny_config()
+def _setup(**overrides):
+  config = tiny_config(**overrides)
   mesh = parallel.make_mesh()
   state = train.create_train_state(config, mesh, total_steps=10)
   batch = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
@@ -119,10 +119,7 @@ def test_random_shift_crops_each_image_from_its_reflect_padded_copy():
 
 
 def test_the_step_trains_with_encoder_dropout_from_the_step_key():
-  config = tiny_config()
-  config.model.encoder_dropout = 0.5
-  state = train.create_train_state(config, parallel.make_mesh(), total_steps=10)
-  _, batch = _setup()
+  state, batch = _setup(model__encoder_dropout=0.5)
   key = jax.random.key(5)
   _, m = train.train_step(state, batch, key, 0.0)
   x = batch.astype(jnp.float32) / 255

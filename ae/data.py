@@ -132,16 +132,18 @@ def load_tfds(data_dir=''):
 
 
 def make_synthetic(num_train, num_test, seed=0):
-  """Ten classes, each a fixed random colour pattern plus per-image noise and brightness."""
+  """Ten classes, each a fixed random 8x8 colour pattern (4x4-pixel blocks), times a per-image
+  brightness, plus per-pixel uniform integer noise of std ~13 (0.05 of the range). Integer
+  arithmetic on the 8x8 patterns: 60,000 images take well under a second."""
   rng = np.random.default_rng(seed)
   protos = rng.uniform(0.15, 0.85, size=(10, 8, 8, 3))
-  protos = protos.repeat(4, axis=1).repeat(4, axis=2)
 
   def draw(n):
     labels = rng.integers(0, 10, size=n).astype(np.int32)
-    x = protos[labels] * rng.uniform(0.7, 1.3, size=(n, 1, 1, 1))
-    x = x + rng.normal(0.0, 0.05, size=x.shape)
-    return np.clip(np.round(x * 255), 0, 255).astype(np.uint8), labels
+    base = np.rint(protos[labels] * (255 * rng.uniform(0.7, 1.3, size=(n, 1, 1, 1))))
+    x = rng.integers(-22, 23, size=(n, 8, 4, 8, 4, 3), dtype=np.int16)
+    x += base.astype(np.int16)[:, :, None, :, None, :]
+    return np.clip(x, 0, 255).astype(np.uint8).reshape(n, 32, 32, 3), labels
 
   return Dataset(*draw(num_train), *draw(num_test), CLASS_NAMES, 'synthetic')
 

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import threading
 import time
 
 import jax
@@ -43,17 +44,31 @@ def abstract_params(config):
   return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1,) + IMAGE_SHAPE, jnp.float32))
 
 
-def create_train_state(config, mesh, total_steps):
-  """Initialises the model and optimizer, replicated over the mesh."""
+def make_init_fn(config, mesh):
+  """(jitted init, its key): key -> (params, optimizer state), replicated over the mesh.
+
+  The optimizer here only gives the state's structure, which its schedule's length does not change.
+  """
   model = create_model(config.model)
-  tx = make_optimizer(config.train, total_steps)
+  tx = make_optimizer(config.train, total_steps=2)
 
   def init(key):
     params = model.init(key, jnp.zeros((1,) + IMAGE_SHAPE, jnp.float32))
-    return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+    return params, tx.init(params)
 
   init_key = jax.random.fold_in(jax.random.key(config.seed), 0)
-  return jax.jit(init, out_shardings=parallel.replicated(mesh))(init_key)
+  return jax.jit(init, out_shardings=parallel.replicated(mesh)), init_key, model.apply
+
+
+def create_train_state(config, mesh, total_steps, init_fn=None, tx=None):
+  """Initialises the model and optimizer (step 0), replicated over the mesh. init_fn and tx: the
+  make_init_fn and make_optimizer results to use (apply_fn and tx are part of the state's pytree
+  structure, so a function compiled for one state fits another built from the same ones)."""
+  init_jit, init_key, apply_fn = init_fn or make_init_fn(config, mesh)
+  params, opt_state = init_jit(init_key)
+  return TrainState(step=parallel.put(np.int32(0), parallel.replicated(mesh)), apply_fn=apply_fn,
+                    params=params, tx=tx or make_optimizer(config.train, total_steps),
+                    opt_state=opt_state)
 
 
 def add_noise(clean, key, noise_std, random_std=False):
@@ -157,6 +172,21 @@ def apply_in_batches(mesh, jitted, params, images_u8, num, batch_size):
   return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
 
 
+def compile_ahead(jitted, *args):
+  """Starts compiling jitted for these arguments (arrays or ShapeDtypeStructs with shardings) in
+  a thread and returns it: a later call with arguments of the same shapes, dtypes and shardings
+  finds the executable compiled. XLA compiles without the GIL, so several can run side by side.
+  A failure here is left to the real call, which raises it again with its context."""
+  def work():
+    try:
+      jitted.lower(*args).compile()
+    except Exception as e:  # noqa: BLE001
+      logging.debug('compiling ahead failed: %r', e)
+  thread = threading.Thread(target=work, daemon=True)
+  thread.start()
+  return thread
+
+
 def per_image_sse(apply_fn):
   def fn(params, x, idx_B):
     del idx_B
@@ -246,40 +276,73 @@ def _train(config, workdir, stop):
   if parent is not None:
     ckpt.check_shapes(parent, shapes, f'train.init_from={t.init_from}')
 
+  # The three compilations (init, the first train call, the test pass) run side by side, and
+  # beside the data loading: XLA compiles without the GIL (single process only: keep multi-host
+  # start-up simple).
+  t_ready = time.time()
+  ahead = jax.process_count() == 1
+  init_fn = make_init_fn(config, mesh)
+  init_jit, init_key, apply_fn = init_fn
+  compiling = [compile_ahead(init_jit, init_key)] if ahead else []
   ds = load_dataset(config.data, config.seed)
+  t_data = time.time() - t_ready
   num_train = len(ds.train_images)
   if num_train < t.batch_size:
     raise ConfigError(f'{num_train} training images ({ds.source}) are fewer than '
                       f'train.batch_size={t.batch_size}: lower the batch or use more data.')
   steps_per_epoch = num_train // t.batch_size
   total_steps = steps_per_epoch * t.num_epochs
-  state = create_train_state(config, mesh, total_steps)
-  start_step = 0
+  rep = parallel.replicated(mesh)
+  idx_sharding = parallel.data_sharded(mesh, ndim=2, axis=1)
+  train_fn = make_train_fn(mesh, config.seed, t.noise_std, t.random_flip, t.random_noise_std,
+                           t.random_shift)
+  sse_fn = make_batched_fn(mesh, per_image_sse(apply_fn))
+
+  def chunk_steps(step):  # steps in the call that starts at step: to the epoch's or checkpoint's end
+    next_ckpt = (step // t.checkpoint_every_steps + 1) * t.checkpoint_every_steps
+    return min(t.steps_per_jit, steps_per_epoch - step % steps_per_epoch, next_ckpt - step)
+
+  tx = make_optimizer(t, total_steps)
+  start_step = mngr.latest_step() or 0
+  if ahead:
+    sds = lambda shape, dtype, sharding: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+    params, opt_state = jax.eval_shape(init_jit, init_key)
+    state = TrainState(step=sds((), jnp.int32, rep), apply_fn=apply_fn, params=params,
+                       tx=tx, opt_state=opt_state)
+    images = lambda x: sds(x.shape, x.dtype, rep)
+    eval_batch = -(-t.eval_batch_size // mesh.size) * mesh.size
+    compiling += [
+        compile_ahead(train_fn, state, images(ds.train_images),
+                      sds((chunk_steps(start_step), t.batch_size), jnp.int32, idx_sharding)),
+        compile_ahead(sse_fn, params, images(ds.test_images),
+                      sds((eval_batch,), jnp.int32, parallel.data_sharded(mesh)))]
+  train_images = parallel.put(ds.train_images, rep)
+  test_images = parallel.put(ds.test_images, rep)
+  if compiling:
+    compiling[0].join()
+  state = create_train_state(config, mesh, total_steps, init_fn, tx)
   if resuming:
     params, opt_state, start_step = ckpt.restore_state(mngr, state)
     state = state.replace(params=params, opt_state=opt_state,
-                          step=parallel.put(np.int32(start_step), parallel.replicated(mesh)))
+                          step=parallel.put(np.int32(start_step), rep))
     logging.info('Resumed from %s at step %d.', mngr.directory, start_step)
   elif parent is not None:
     state = state.replace(params=ckpt.restore_params(parent, state.params))
     logging.info('Initialised weights from %s (step %d); fresh optimizer.',
                  parent.directory, parent.latest_step())
   write_config(config, workdir)
-
-  rep = parallel.replicated(mesh)
-  train_images = parallel.put(ds.train_images, rep)
-  test_images = parallel.put(ds.test_images, rep)
-  train_fn = make_train_fn(mesh, config.seed, t.noise_std, t.random_flip, t.random_noise_std,
-                           t.random_shift)
-  sse_fn = make_batched_fn(mesh, per_image_sse(state.apply_fn))
-  idx_sharding = parallel.data_sharded(mesh, ndim=2, axis=1)
+  for thread in compiling:
+    thread.join()
   log = MetricsLog(workdir, start_step)
+  logging.info('Ready to train in %.1f s (of which loading the data %.1f s).',
+               time.time() - t_ready, t_data)
   logging.info('Training %d steps (%d epochs x %d steps of %d images) from step %d; '
                'noise_std=%g%s.', total_steps, t.num_epochs, steps_per_epoch, t.batch_size,
                start_step, t.noise_std, ' (per image, uniform in [0, noise_std])'
                if t.random_noise_std and t.noise_std else '')
 
   timer = {'t': None, 'step': start_step, 't0': None, 'step0': start_step}
+  first_epoch = start_step // steps_per_epoch
   window = {'sum': 0.0, 'n': 0}
   epoch_acc = {'sum': 0.0, 'n': 0, 't': time.time()}
 
@@ -293,8 +356,18 @@ def _train(config, workdir, stop):
           f'without saving that state (the last good checkpoint is kept in {mngr.directory}). '
           f'Likely cause: train.learning_rate={t.learning_rate} is too high for this model.')
     now = time.time()
-    if timer['t'] is None:  # the first chunk includes compilation: time from its end
-      timer.update(t=now, t0=now, step=first_step + len(losses), step0=first_step + len(losses))
+    last = first_step + len(losses)
+    # Rates are known per fetched chunk (its steps ran as one call): images per second from the
+    # last logged chunk's end to this chunk's end, the same on each of this chunk's lines. The
+    # first chunk holds compilation: no rate, null, not a made-up number.
+    first = timer['t'] is None
+    if first:
+      timer.update(t=now, step=last, t0=now, step0=last)
+    rate = None
+    if not first and now > timer['t']:
+      rate = (last - timer['step']) * t.batch_size / (now - timer['t'])
+    overall = (last - timer['step0']) / (now - timer['t0']) if now > timer['t0'] else 0.0
+    logged = False
     for i, loss in enumerate(losses):
       s = first_step + i + 1
       window['sum'] += float(loss)
@@ -302,10 +375,6 @@ def _train(config, workdir, stop):
       epoch_acc['sum'] += float(loss)
       epoch_acc['n'] += 1
       if s % t.log_every_steps == 0 or s == total_steps:
-        done = s - timer['step']
-        # The first window (it holds compilation) has no rate: null, not a made-up number.
-        rate = done * t.batch_size / (now - timer['t']) if done and now > timer['t'] else None
-        overall = (s - timer['step0']) / (now - timer['t0']) if now > timer['t0'] else 0.0
         rec = {'step': s, 'epoch': s / steps_per_epoch, 'train/loss': window['sum'] / window['n'],
                'imgs_per_s': rate}
         log.write(rec)
@@ -314,9 +383,12 @@ def _train(config, workdir, stop):
                      '?' if rate is None else f'{rate:.0f}',
                      format_eta((total_steps - s) / overall) if overall > 0 else '?')
         window.update(sum=0.0, n=0)
-        timer.update(t=now, step=s)
+        logged = True
+    if logged:
+      timer.update(t=now, step=last)
 
   def end_epoch(epoch, step):
+    t_eval = time.time()
     sse = apply_in_batches(mesh, sse_fn, state.params, test_images, len(ds.test_images),
                            t.eval_batch_size)
     test_mse = float(np.sum(sse) / (sse.size * np.prod(IMAGE_SHAPE)))
@@ -330,6 +402,13 @@ def _train(config, workdir, stop):
                  epoch + 1, t.num_epochs, rec['train/epoch_loss'], test_mse, took,
                  rec['epoch_imgs_per_s'])
     epoch_acc.update(sum=0.0, n=0, t=time.time())
+    # The test pass is not training: keep it out of the next chunk's rate. The first one also
+    # compiles, so keep it out of the ETA's average too (later ones are part of the run's pace).
+    paused = time.time() - t_eval
+    if timer['t'] is not None:
+      timer['t'] += paused
+      if epoch == first_epoch:
+        timer['t0'] += paused
 
   step = start_step
   pending = None  # (first step, device losses) of the last dispatched chunk, fetched one later
@@ -340,8 +419,7 @@ def _train(config, workdir, stop):
       if epoch != indices_epoch:
         indices = epoch_indices(config.seed, epoch, num_train, steps_per_epoch, t.batch_size)
         indices_epoch = epoch
-      next_ckpt = (step // t.checkpoint_every_steps + 1) * t.checkpoint_every_steps
-      n = min(t.steps_per_jit, steps_per_epoch - i, next_ckpt - step)
+      n = chunk_steps(step)
       state, metrics = train_fn(state, train_images, parallel.put(indices[i:i + n], idx_sharding))
       if pending is not None:
         consume(*pending)

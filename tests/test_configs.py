@@ -4,7 +4,7 @@ import pytest
 
 from ae.config_check import validate_config
 
-VARIANTS = ('denoise', 'test', 'conv', 'conv_denoise', 'head', 'head_denoise')
+VARIANTS = ('denoise', 'test', 'conv', 'conv_denoise', 'head', 'head_denoise', 'head_same')
 
 
 @pytest.mark.parametrize('name', ('default',) + VARIANTS)

@@ -45,10 +45,9 @@ def abstract_params(config):
 
 
 def make_init_fn(config, mesh):
-  """(jitted init, its key): key -> (params, optimizer state), replicated over the mesh.
-
-  The optimizer here only gives the state's structure, which its schedule's length does not change.
-  """
+  """(jitted init, its key, the model's apply): init(key) -> (params, optimizer state),
+  replicated over the mesh. The optimizer here only gives the state's structure, which its
+  schedule's length does not change."""
   model = create_model(config.model)
   tx = make_optimizer(config.train, total_steps=2)
 

@@ -158,9 +158,15 @@ def make_batched_fn(mesh, fn):
   return jax.jit(apply, out_shardings=parallel.replicated(mesh))
 
 
+def device_batch(batch_size, mesh):
+  """batch_size rounded up to a multiple of the mesh's devices: the index batch apply_in_batches
+  passes to a make_batched_fn function."""
+  return -(-batch_size // mesh.size) * mesh.size
+
+
 def apply_in_batches(mesh, jitted, params, images_u8, num, batch_size):
   """Runs a make_batched_fn function over the first num images; returns host arrays."""
-  batch_size = -(-batch_size // mesh.size) * mesh.size
+  batch_size = device_batch(batch_size, mesh)
   outs = []
   for start in range(0, num, batch_size):
     idx = np.arange(start, start + batch_size)
@@ -269,7 +275,9 @@ def _train(config, workdir, stop):
   mngr = ckpt.make_manager(workdir)
   resuming = mngr.latest_step() is not None
   parent = ckpt.open_readonly(t.init_from) if t.init_from and not resuming else None
-  shapes = abstract_params(config)
+  init_fn = make_init_fn(config, mesh)
+  init_jit, init_key, apply_fn = init_fn
+  shapes, abstract_opt_state = jax.eval_shape(init_jit, init_key)
   if resuming:
     ckpt.check_shapes(mngr, shapes, f'the checkpoint in {workdir}')
   if parent is not None:
@@ -280,8 +288,6 @@ def _train(config, workdir, stop):
   # start-up simple).
   t_ready = time.time()
   ahead = jax.process_count() == 1
-  init_fn = make_init_fn(config, mesh)
-  init_jit, init_key, apply_fn = init_fn
   compiling = [compile_ahead(init_jit, init_key)] if ahead else []
   ds = load_dataset(config.data, config.seed)
   t_data = time.time() - t_ready
@@ -305,16 +311,15 @@ def _train(config, workdir, stop):
   start_step = mngr.latest_step() or 0
   if ahead:
     sds = lambda shape, dtype, sharding: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
-    params, opt_state = jax.eval_shape(init_jit, init_key)
-    state = TrainState(step=sds((), jnp.int32, rep), apply_fn=apply_fn, params=params,
-                       tx=tx, opt_state=opt_state)
+    state = TrainState(step=sds((), jnp.int32, rep), apply_fn=apply_fn, params=shapes,
+                       tx=tx, opt_state=abstract_opt_state)
     images = lambda x: sds(x.shape, x.dtype, rep)
-    eval_batch = -(-t.eval_batch_size // mesh.size) * mesh.size
     compiling += [
         compile_ahead(train_fn, state, images(ds.train_images),
                       sds((chunk_steps(start_step), t.batch_size), jnp.int32, idx_sharding)),
-        compile_ahead(sse_fn, params, images(ds.test_images),
-                      sds((eval_batch,), jnp.int32, parallel.data_sharded(mesh)))]
+        compile_ahead(sse_fn, shapes, images(ds.test_images),
+                      sds((device_batch(t.eval_batch_size, mesh),), jnp.int32,
+                          parallel.data_sharded(mesh)))]
   train_images = parallel.put(ds.train_images, rep)
   test_images = parallel.put(ds.test_images, rep)
   if compiling:

@@ -14,7 +14,6 @@ from ae import parallel
 from ae.data import load_dataset
 from ae.model import create_model
 from ae.train import apply_in_batches
-from eval import plots
 from eval.neighbors import nearest_neighbors
 
 
@@ -78,6 +77,9 @@ def gallery_codes(config, workdir, params, mesh, ds, encode_fn):
 
 def query_main(config, workdir, patterns):
   """Answers every readable query; returns the exit status (1 if any query failed)."""
+  # Here, not at the top: main imports QueryImageError at every start, and pyplot takes a second
+  # (the font cache on a fresh machine more) that a training run should not pay before it starts.
+  from eval import plots  # pylint: disable=g-import-not-at-top
   from eval.evaluate import load_params, make_encode_fn  # pylint: disable=g-import-not-at-top
   if not patterns:
     raise QueryImageError('--mode=query needs at least one --query=PATH (a file or a glob)')

@@ -1,7 +1,7 @@
-"""The seed's convolutions and dense decoder, two relu
-dense layers of 1,024 units between the convolutions and the bottleneck, AdamW (weight decay
-0.05) with warm-up and cosine decay, random left-right flips (README, Results:
-dense_head1024x2_flip, test MSE 0.0195). configs/head_same.py and configs/head_same_reg.py build on it.
+"""The seed's convolutions and dense decoder, two relu dense layers of 1,024 units between the
+convolutions and the bottleneck, AdamW (weight decay 0.05) with warm-up and cosine decay, random
+left-right flips (README, Results: dense_head1024x2_flip, test MSE 0.0195).
+configs/head_same.py and configs/head_same_reg.py build on it.
 
     python main.py --config=configs/head.py --workdir=runs/head
 

@@ -4,7 +4,8 @@ import pytest
 
 from ae.config_check import validate_config
 
-VARIANTS = ('denoise', 'test', 'conv', 'conv_denoise', 'head', 'head_denoise', 'head_same', 'head_same_reg')
+VARIANTS = ('denoise', 'test', 'conv', 'conv_denoise', 'head', 'head_denoise', 'head_same',
+            'head_same_reg')
 
 
 @pytest.mark.parametrize('name', ('default',) + VARIANTS)

@@ -40,6 +40,7 @@ def main(argv):
   # Imported here so that --help and flag errors do not wait for JAX.
   from ae import parallel  # pylint: disable=g-import-not-at-top
   from ae.errors import USER_ERRORS, Preempted  # pylint: disable=g-import-not-at-top
+  parallel.set_runtime_defaults()
   # Some imported library adds a root handler of its own; filter every handler.
   for handler in logging.logging.getLogger().handlers + [logging.get_absl_handler().python_handler]:
     handler.addFilter(_OwnInfoOnly())

@@ -33,7 +33,8 @@ def emit_machine():
   emit(bench='machine', cpu=cpu, cores=os.cpu_count(),
        isa=[f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'asimd', 'sve') if f in flags],
        backend=jax.default_backend(), device_kind=jax.devices()[0].device_kind,
-       device_count=jax.device_count(), jax=jax.__version__)
+       device_count=jax.device_count(), jax=jax.__version__,
+       xla_flags=os.environ.get('XLA_FLAGS', ''))
 
 
 def log(msg):

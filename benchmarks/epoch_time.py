@@ -15,6 +15,7 @@ import time
 import jax
 from absl import app, flags
 
+from ae import parallel
 from benchmarks import common
 
 FLAGS = flags.FLAGS
@@ -26,6 +27,7 @@ flags.DEFINE_integer('umap_points', 5000, 'points in the UMAP projection')
 
 def main(argv):
   del argv
+  parallel.set_runtime_defaults()  # as main.py: before JAX starts its backends
   common.emit_machine()
   from ae import train
   from ae.metrics_log import read_records

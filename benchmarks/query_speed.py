@@ -12,6 +12,7 @@ import statistics
 import numpy as np
 from absl import app, flags
 
+from ae import parallel
 from benchmarks import common
 from eval.neighbors import METRICS, nearest_neighbors
 
@@ -58,6 +59,7 @@ def sklearn_search(q, g, k, metric):
 
 def main(argv):
   del argv
+  parallel.set_runtime_defaults()  # as main.py: before JAX starts its backends
   common.emit_machine()
   rng = np.random.default_rng(0)
   q = rng.normal(size=(FLAGS.num_queries, FLAGS.dim)).astype(np.float32)

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from ae import parallel
 from benchmarks import common
 
 FLAGS = flags.FLAGS
@@ -28,7 +29,7 @@ flags.DEFINE_integer('steps_per_jit', 1, 'steps per jitted call (lax.scan)')
 
 def ours(batch_size, num_images, noise_std, steps, steps_per_jit):
   """Returns (run_window, flops_per_image)."""
-  from ae import parallel, train
+  from ae import train
   from configs import default
   config = default.get_config()
   config.train.batch_size = batch_size
@@ -125,6 +126,7 @@ def torch_peer(batch_size, num_images, noise_std, steps):
 
 def main(argv):
   del argv
+  parallel.set_runtime_defaults()  # as main.py: before JAX starts its backends
   common.emit_machine()
   b, n, s = FLAGS.batch_size, FLAGS.num_images, FLAGS.steps
   impls = {'ours': None}

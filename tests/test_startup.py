@@ -1,0 +1,58 @@
+"""What a run sets up before training: the runtime defaults, and a metrics log that does not wait
+for PyTorch."""
+
+import json
+import os
+
+from ae import parallel
+from conftest import ROOT, run_python
+
+
+def test_runtime_defaults_fill_in_and_never_override(monkeypatch):
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
+  monkeypatch.delenv('XLA_PYTHON_CLIENT_PREALLOCATE', raising=False)
+  parallel.set_runtime_defaults()
+  assert os.environ['XLA_FLAGS'].split() == ['--xla_force_host_platform_device_count=2',
+                                             '--xla_gpu_enable_triton_gemm=false']
+  assert os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'false'
+  parallel.set_runtime_defaults()  # idempotent
+  assert os.environ['XLA_FLAGS'].split().count('--xla_gpu_enable_triton_gemm=false') == 1
+
+  monkeypatch.setenv('XLA_FLAGS', '--xla_gpu_enable_triton_gemm=true')
+  monkeypatch.setenv('XLA_PYTHON_CLIENT_PREALLOCATE', 'true')
+  parallel.set_runtime_defaults()
+  assert os.environ['XLA_FLAGS'] == '--xla_gpu_enable_triton_gemm=true'
+  assert os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'true'
+
+
+# A stand-in for an installed PyTorch that records being imported.
+FAKE_TORCH = 'import os\nopen(os.environ["TORCH_MARKER"], "a").write("imported\\n")\nTensor = object\n'
+
+SCRIPT = '''
+import json, sys
+from ae.metrics_log import MetricsLog, read_records
+__import__('os').makedirs(sys.argv[1])
+log = MetricsLog(sys.argv[1])
+log.write({'step': 1, 'epoch': 0.5, 'train/loss': 0.25})
+log.close()
+during = 'torch' in sys.modules
+import torch  # afterwards, an import of torch works as usual
+print(json.dumps({'torch_during': during, 'records': read_records(sys.argv[1] + '/metrics.jsonl'),
+                  'events': __import__('os').listdir(sys.argv[1] + '/tensorboard')}))
+'''
+
+
+def test_metrics_log_does_not_import_torch(tmp_path):
+  fake = tmp_path / 'site' / 'torch'
+  fake.mkdir(parents=True)
+  (fake / '__init__.py').write_text(FAKE_TORCH)
+  marker = tmp_path / 'torch_imported'
+  proc = run_python(['-c', SCRIPT, str(tmp_path / 'run')], env_extra={
+      'PYTHONPATH': os.pathsep.join([str(tmp_path / 'site'), ROOT]),
+      'TORCH_MARKER': str(marker)})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert not out['torch_during']
+  assert out['records'] == [{'step': 1, 'epoch': 0.5, 'train/loss': 0.25}]
+  assert any(n.startswith('events.out.tfevents') for n in out['events'])
+  assert marker.read_text() == 'imported\n'  # once: by the script, not by the metrics log

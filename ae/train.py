@@ -266,7 +266,25 @@ def train(config, workdir):
     return _train(config, workdir, stop)
 
 
+class _Phases:
+  """Wall seconds of the consecutive start-up phases of the main thread, for the Ready line."""
+
+  def __init__(self):
+    self.t0 = self.t = time.time()
+    self.seconds = {}
+
+  def done(self, name):
+    now = time.time()
+    self.seconds[name] = now - self.t
+    self.t = now
+
+  def summary(self):
+    return (f'{self.t - self.t0:.1f} s: '
+            + ', '.join(f'{name} {s:.1f} s' for name, s in self.seconds.items()))
+
+
 def _train(config, workdir, stop):
+  phases = _Phases()
   prepare_workdir(workdir)
   mesh = parallel.make_mesh()
   t = config.train
@@ -286,11 +304,11 @@ def _train(config, workdir, stop):
   # The three compilations (init, the first train call, the test pass) run side by side, and
   # beside the data loading: XLA compiles without the GIL (single process only: keep multi-host
   # start-up simple).
-  t_ready = time.time()
   ahead = jax.process_count() == 1
   compiling = [compile_ahead(init_jit, init_key)] if ahead else []
+  phases.done('checks')
   ds = load_dataset(config.data, config.seed)
-  t_data = time.time() - t_ready
+  phases.done('data')
   num_train = len(ds.train_images)
   if num_train < t.batch_size:
     raise ConfigError(f'{num_train} training images ({ds.source}) are fewer than '
@@ -320,8 +338,11 @@ def _train(config, workdir, stop):
         compile_ahead(sse_fn, shapes, images(ds.test_images),
                       sds((device_batch(t.eval_batch_size, mesh),), jnp.int32,
                           parallel.data_sharded(mesh)))]
+  log = MetricsLog(workdir, start_step)  # imports TensorBoard's writer while XLA compiles
+  phases.done('metrics log')
   train_images = parallel.put(ds.train_images, rep)
   test_images = parallel.put(ds.test_images, rep)
+  phases.done('to devices')
   if compiling:
     compiling[0].join()
   state = create_train_state(config, mesh, total_steps, init_fn, tx)
@@ -334,12 +355,12 @@ def _train(config, workdir, stop):
     state = state.replace(params=ckpt.restore_params(parent, state.params))
     logging.info('Initialised weights from %s (step %d); fresh optimizer.',
                  parent.directory, parent.latest_step())
+  phases.done('state')
   write_config(config, workdir)
   for thread in compiling:
     thread.join()
-  log = MetricsLog(workdir, start_step)
-  logging.info('Ready to train in %.1f s (of which loading the data %.1f s).',
-               time.time() - t_ready, t_data)
+  phases.done('rest of the compilation')
+  logging.info('Ready to train in %s.', phases.summary())
   logging.info('Training %d steps (%d epochs x %d steps of %d images) from step %d; '
                'noise_std=%g%s.', total_steps, t.num_epochs, steps_per_epoch, t.batch_size,
                start_step, t.noise_std, ' (per image, uniform in [0, noise_std])'

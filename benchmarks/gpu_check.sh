@@ -17,36 +17,47 @@ nvidia-smi -L || true
 python3 -c 'import jax; print("devices:", jax.devices())' || exit 1
 
 # The headline first: the 25-epoch default training on 50,000 images, wall time of the whole
-# process (start, data, compilation, training, checkpoints), then its start-up and epoch lines.
+# process (start, data, compilation, training, checkpoints), then its start-up and epoch lines
+# (t_start and t_end place the process's start and end among the log lines' times).
 # run25 VARIANT [ENV=VALUE...] runs it under those environment variables.
 run25() {
-  local variant=$1 start end rc
+  local variant=$1 start end rc t_start t_end
   shift
   rm -rf /tmp/ae_gpu25
-  start=$(date +%s.%N)
+  t_start=$(date +%T.%N) start=$(date +%s.%N)
   env "$@" python3 main.py --config=configs/default.py --workdir=/tmp/ae_gpu25 \
     --config.data.source=synthetic --config.data.synthetic_train=50000 \
     --config.data.synthetic_test=10000 --config.train.steps_per_jit=390 \
     --config.train.checkpoint_every_steps=9750 --config.eval.enabled=False 2>/tmp/ae_gpu25.log
   rc=$?
-  end=$(date +%s.%N)
-  python3 -c "import json; print(json.dumps({'bench': 'train_25_epochs', 'variant': '$variant', 'rc': $rc, 'wall_s': round($end - $start, 2), 'includes': 'process start, data, compilation, checkpoints'}))"
-  grep -E 'backend|Ready to train|epoch (1|2|25)/25 done' /tmp/ae_gpu25.log | cut -c1-200
+  end=$(date +%s.%N) t_end=$(date +%T.%N)
+  python3 -c "import json; print(json.dumps({'bench': 'train_25_epochs', 'variant': '$variant', 'rc': $rc, 'wall_s': round($end - $start, 2), 't_start': '${t_start:0:12}', 't_end': '${t_end:0:12}', 'includes': 'process start, data, compilation, checkpoints'}))"
+  grep -E 'backend|Ready to train|epoch (1|2|25)/25 done' /tmp/ae_gpu25.log | cut -c1-250
+  if [ -n "${OUT:-}" ]; then cp /tmp/ae_gpu25.log "$OUT/train_25_epochs_$variant.log"; fi
 }
 run25 cold
+run25 cold_again JAX_LOG_COMPILES=1
 # A researcher's second run of a sweep: the same programs from a persistent compilation cache
 # (README, Tests). The first run fills the cache, the second is the one to read.
 rm -rf /tmp/ae_jax_cache
 run25 cache_fill JAX_COMPILATION_CACHE_DIR=/tmp/ae_jax_cache
 run25 cache_warm JAX_COMPILATION_CACHE_DIR=/tmp/ae_jax_cache
-# Cheaper autotuning: level 1 still picks the fastest kernels, without initialising and checking
-# their buffers (level 0, no autotuning, was 31.7 s: ready sooner, epochs 3x slower).
-run25 autotune_level_1 XLA_FLAGS=--xla_gpu_autotune_level=1
+# What each of the project's runtime defaults (ae/parallel.py) saves, turned back to JAX's own:
+# Triton GEMM autotuning, and reserving 75% of the GPU's memory at the start.
+run25 triton_gemm_on XLA_FLAGS=--xla_gpu_enable_triton_gemm=true
+run25 preallocate XLA_PYTHON_CLIENT_PREALLOCATE=true
 
+# The benchmarks' JSON lines go to stdout, their logs to /tmp/ae_bench_NAME.log (and $OUT).
+bench() {
+  local name=$1
+  shift
+  python3 -m "$@" 2>"/tmp/ae_bench_$name.log" || tail -20 "/tmp/ae_bench_$name.log"
+  if [ -n "${OUT:-}" ]; then cp "/tmp/ae_bench_$name.log" "$OUT/"; fi
+}
 # 1. the train step: one step per call, then a whole epoch (390 steps) per jitted call
-python3 -m benchmarks.train_speed --steps=50 --windows=5
-python3 -m benchmarks.train_speed --steps=390 --steps_per_jit=390 --windows=3
+bench train_step_1 benchmarks.train_speed --steps=50 --windows=5
+bench train_step_390 benchmarks.train_speed --steps=390 --steps_per_jit=390 --windows=3
 # 2. exact 10k x 60k queries per metric
-python3 -m benchmarks.query_speed --repeats=5
+bench query benchmarks.query_speed --repeats=5
 # 3. one epoch over 50,000 images and the whole evaluation
-python3 -m benchmarks.epoch_time --steps_per_jit=390
+bench epoch benchmarks.epoch_time --steps_per_jit=390

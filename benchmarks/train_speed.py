@@ -11,8 +11,10 @@ windows that alternate with ours. Each impl's number is the median of its window
 import statistics
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
+from jax.sharding import Mesh
 
 from ae import parallel
 from benchmarks import common
@@ -42,14 +44,6 @@ def ours(batch_size, num_images, noise_std, steps, steps_per_jit):
   sharding = parallel.data_sharded(mesh, 2, 1)
   idx = [parallel.put(rng.integers(0, num_images, (steps_per_jit, batch_size), dtype=np.int32),
                       sharding) for _ in range(4)]
-  # XLA counts a loop body once, whatever its trip count: count one step without the loop. Count
-  # the program as lowered, before the backend's rewrites: a GPU build hands matmuls to cuBLAS
-  # calls whose FLOPs the compiled program's count leaves out (2.1 instead of 84 MFLOP per image
-  # on an H200 without Triton GEMM fusions).
-  one_step = parallel.put(np.zeros((1, batch_size), np.int32), sharding)
-  cost = fn.lower(state, images, one_step).cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get('flops', float('nan'))) / batch_size
   box = {'state': state}
 
   def window():
@@ -60,7 +54,33 @@ def ours(batch_size, num_images, noise_std, steps, steps_per_jit):
     box['state'] = s
 
   window()  # compile and warm up
-  return window, flops
+  return window, step_flops_per_image(config, noise_std)
+
+
+def step_flops_per_image(config, noise_std):
+  """FLOPs of one train step per image, as XLA counts them in the step lowered for one CPU device.
+
+  That is the program as written, before a backend's rewrites: a GPU backend hands the matmuls to
+  cuBLAS calls that its compiled program's count leaves out (2.1 instead of ~84 MFLOP per image on
+  an H200), and it has no count for the lowered program. XLA counts a loop body once, whatever its
+  trip count: one step without the loop, on abstract inputs (nothing is computed or compiled).
+  """
+  from ae import train
+  mesh = Mesh(np.array(jax.devices('cpu')[:1]), ('data',))
+  init_jit, init_key, apply_fn = train.make_init_fn(config, mesh)
+  params, opt_state = jax.eval_shape(init_jit, init_key)
+  b, rep = config.train.batch_size, parallel.replicated(mesh)
+  sds = lambda shape, dtype, sharding=rep: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+  state = train.TrainState(step=sds((), jnp.int32), apply_fn=apply_fn, params=params,
+                           tx=train.make_optimizer(config.train, 10 ** 6), opt_state=opt_state)
+  lowered = train.make_train_fn(mesh, 0, noise_std).lower(
+      state, sds((b, 32, 32, 3), jnp.uint8), sds((1, b), jnp.int32, parallel.data_sharded(mesh, 2, 1)))
+  cost = lowered.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  if not cost or 'flops' not in cost:
+    common.log('XLA gave no FLOP count for the lowered step: flops_per_image is NaN')
+    return float('nan')
+  return float(cost['flops']) / b
 
 
 def keras_peer(batch_size, num_images, noise_std, steps):

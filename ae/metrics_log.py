@@ -59,7 +59,8 @@ class MetricsLog:
       f.writelines(json.dumps(r) + '\n' for r in kept)
     os.replace(tmp, self.path)
     self._file = open(self.path, 'a')
-    self._tb = _summary_writer_class()(os.path.join(workdir, 'tensorboard'), purge_step=resume_step + 1)
+    writer = _summary_writer_class()
+    self._tb = writer(os.path.join(workdir, 'tensorboard'), purge_step=resume_step + 1)
 
   def write(self, record):
     if not self.active:

@@ -16,9 +16,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 # with benchmarks/gpu_check.sh on one H200 (other backends ignore both):
 # - Triton GEMM autotuning compiles dozens of kernel variants for every matmul fusion: it made the
 #   default model's train step take 10.1 s to compile instead of 1.1 s (the test pass 8.4 s instead
-#   of 0.5 s), for epochs that cuBLAS runs about as fast.
-# - Reserving 75% of the GPU's memory on its first use took 1.3-1.7 s of the start; this model needs a
-#   few hundred MB, which the allocator then takes as it goes.
+#   of 0.5 s), for epochs that cuBLAS runs only about 5% slower.
+# - Reserving 75% of the GPU's memory on its first use took 1.3-1.7 s of the start; this model
+#   needs a few hundred MB, which the allocator then takes as it goes.
 DEFAULT_XLA_FLAGS = ('--xla_gpu_enable_triton_gemm=false',)
 DEFAULT_ENV = {'XLA_PYTHON_CLIENT_PREALLOCATE': 'false'}
 

@@ -26,7 +26,9 @@ def test_runtime_defaults_fill_in_and_never_override(monkeypatch):
 
 
 # A stand-in for an installed PyTorch that records being imported.
-FAKE_TORCH = 'import os\nopen(os.environ["TORCH_MARKER"], "a").write("imported\\n")\nTensor = object\n'
+FAKE_TORCH = ('import os\n'
+              'open(os.environ["TORCH_MARKER"], "a").write("imported\\n")\n'
+              'Tensor = object\n')
 
 SCRIPT = '''
 import json, sys

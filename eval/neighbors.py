@@ -13,7 +13,7 @@ gallery-major ([rows, queries]) and takes the block minima by halving (min of th
 log2(BLOCK) times): XLA fuses distance and minima into one loop that vectorises along the
 queries and never writes the tile to memory (measured on a 2-core CPU: 6-8x faster than a matmul
 tile followed by a min-reduction). Padding rows are made infinitely far by their coordinates
-(_block_layout), so that loop needs no mask. High-dimensional data (raw pixels) use a running top-k
+(_gallery_tiles), so that loop needs no mask. High-dimensional data (raw pixels) use a running top-k
 over tiles instead: a matmul tile for Euclidean and cosine, a cache-sized scan for Manhattan.
 """
 
@@ -38,6 +38,41 @@ def _normalize(x):
   return x / jnp.where(norm > 0, norm, 1.0)
 
 
+def _prepare_queries(q_QxD, metric, block_layout):
+  """Query rows as the search compares them: unit rows for cosine, and in the block layout one
+  more coordinate, 1 (see _gallery_tiles)."""
+  if metric != 'cosine':
+    return q_QxD
+  q_QxD = _normalize(q_QxD)
+  if block_layout:
+    q_QxD = jnp.concatenate([q_QxD, jnp.ones((q_QxD.shape[0], 1), q_QxD.dtype)], axis=1)
+  return q_QxD
+
+
+@functools.partial(jax.jit, static_argnames=('metric', 'tile', 'block_layout'))
+def _gallery_tiles(g_GxD, metric, tile, block_layout):
+  """The gallery padded to whole tiles, [tiles, tile, D'], built on the device (on a GPU, host
+  work and round trips cost more than the search itself): unit rows for cosine.
+
+  Plain layout: zero padding rows, masked by _chunk_topk. Block layout: padding rows infinitely
+  far from every query, so that pass 1 needs no mask (a select per distance costs 5x there):
+  +inf coordinates; for cosine one more coordinate, 0 on gallery rows (adding an exact 0 to the
+  1 of every query) and -inf on padding rows.
+  """
+  ng, dim = g_GxD.shape
+  pad = -ng % tile
+  if metric == 'cosine':
+    g_GxD = _normalize(g_GxD)
+  if not block_layout:
+    g_GxD = jnp.pad(g_GxD, ((0, pad), (0, 0)))
+  elif metric == 'cosine':
+    g_GxD = jnp.pad(g_GxD, ((0, pad), (0, 1)))
+    g_GxD = g_GxD.at[ng:, dim].set(-jnp.inf)
+  else:
+    g_GxD = jnp.pad(g_GxD, ((0, pad), (0, 0)), constant_values=jnp.inf)
+  return g_GxD.reshape(-1, tile, g_GxD.shape[1])
+
+
 def distance_tile(q_QxD, g_GxD, metric):
   """Distances between every query and gallery row: [Q, G] (the high-dimensional route)."""
   if metric == 'euclidean':
@@ -52,7 +87,7 @@ def distance_tile(q_QxD, g_GxD, metric):
     g_DxG = g_GxD.T
     return _unrolled_distance([q_QxD[:, j:j + 1] for j in range(q_QxD.shape[1])],
                               [g_DxG[j:j + 1] for j in range(q_QxD.shape[1])], metric)
-  if metric == 'cosine':  # inputs are normalised once, outside the tile loop
+  if metric == 'cosine':  # rows are normalised once, outside the tile loop
     return 1.0 - q_QxD @ g_GxD.T
   raise ValueError(f'unknown metric {metric!r}; expected one of {METRICS}')
 
@@ -99,6 +134,7 @@ def _chunk_topk(q_QxD, g_NxCxD, g_count, k, metric):
   """Top-k over a gallery laid out as N tiles of C rows (the last tile padded)."""
   num_tiles, tile, _ = g_NxCxD.shape
   kk = min(k, tile)
+  q_QxD = _prepare_queries(q_QxD, metric, block_layout=False)
 
   def body(carry, t):
     best_d, best_i = carry
@@ -140,25 +176,10 @@ def _halving_min(d_NxBxQ):
   return d_NxBxQ[:, 0]
 
 
-def _block_layout(q, g, metric, tile):
-  """Pads the gallery to whole tiles with rows that are infinitely far from every query, so that
-  pass 1 needs no mask (a select per distance costs 5x there): +inf coordinates; for cosine one
-  more coordinate, 1 on queries, 0 on gallery rows (adding an exact 0) and -inf on padding rows."""
-  num_tiles = -(-len(g) // tile)
-  pad = num_tiles * tile - len(g)
-  if metric == 'cosine':
-    q = np.concatenate([q, np.ones((len(q), 1), np.float32)], axis=1)
-    g = np.concatenate([g, np.zeros((len(g), 1), np.float32)], axis=1)
-    g = np.concatenate([g, np.zeros((pad, g.shape[1]), np.float32)])
-    g[len(g) - pad:, -1] = -np.inf
-  else:
-    g = np.concatenate([g, np.full((pad, g.shape[1]), np.inf, np.float32)])
-  return q, g.reshape(num_tiles, tile, -1)
-
-
 @functools.partial(jax.jit, static_argnames=('k', 'metric'))
 def _chunk_topk_blocks(q_QxD, g_NxCxD, k, metric):
-  """The two-pass search (module docstring) over tiles from _block_layout."""
+  """The two-pass search (module docstring) over tiles from _gallery_tiles."""
+  q_QxD = _prepare_queries(q_QxD, metric, block_layout=True)
   num_tiles, tile, dim = g_NxCxD.shape
   nq = q_QxD.shape[0]
   q_DxQ = q_QxD.T  # each dimension contiguous along the queries, the vectorised axis
@@ -220,8 +241,6 @@ def nearest_neighbors(queries, gallery, k, metric, exclude_self=False, query_chu
   if not 1 <= k <= available:
     raise ValueError(f'k={k} must be between 1 and the {available} available gallery items')
   mesh = mesh or Mesh(np.array(jax.devices()[:1]), ('data',))
-  if metric == 'cosine':
-    q, g = np.asarray(_normalize(q)), np.asarray(_normalize(g))
   k_search = k + int(exclude_self)
 
   two_pass = k_search * BLOCK * g.shape[1] <= _MAX_CANDIDATE_FLOATS // 64
@@ -229,24 +248,22 @@ def nearest_neighbors(queries, gallery, k, metric, exclude_self=False, query_chu
   if two_pass:
     tile = -(-tile // BLOCK) * BLOCK
     query_chunk = max(1, min(query_chunk, _MAX_CANDIDATE_FLOATS // (k_search * BLOCK * g.shape[1])))
-    q, g_tiles = _block_layout(q, g, metric, tile)
     search = functools.partial(_chunk_topk_blocks, k=k_search, metric=metric)
   else:
-    num_tiles = -(-len(g) // tile)
-    g_tiles = np.zeros((num_tiles * tile, g.shape[1]), np.float32)
-    g_tiles[:len(g)] = g
-    g_tiles = g_tiles.reshape(num_tiles, tile, -1)
     search = functools.partial(_chunk_topk, g_count=len(g), k=k_search, metric=metric)
-  g_tiles = jax.device_put(g_tiles, NamedSharding(mesh, P()))
+  g_tiles = _gallery_tiles(jax.device_put(g, NamedSharding(mesh, P())), metric=metric, tile=tile,
+                           block_layout=two_pass)
   qc = -(-min(query_chunk, len(q)) // mesh.size) * mesh.size
   q_sharding = NamedSharding(mesh, P('data'))
-  out_d, out_i = [], []
+  pending = []  # every chunk is dispatched before the first result is fetched
   for start in range(0, len(q), qc):
     block = q[start:start + qc]
-    n = len(block)
-    if n < qc:
-      block = np.concatenate([block, np.zeros((qc - n, q.shape[1]), np.float32)])
-    d, i = search(jax.device_put(block, q_sharding), g_NxCxD=g_tiles)
+    if len(block) < qc:
+      block = np.concatenate([block, np.zeros((qc - len(block), q.shape[1]), np.float32)])
+    pending.append((start, search(jax.device_put(block, q_sharding), g_NxCxD=g_tiles)))
+  out_d, out_i = [], []
+  for start, (d, i) in pending:
+    n = min(qc, len(q) - start)
     d, i = np.asarray(d)[:n], np.asarray(i)[:n]
     if exclude_self:
       d, i = _drop_self(d, i, start, k)

@@ -59,5 +59,9 @@ bench train_step_1 benchmarks.train_speed --steps=50 --windows=5
 bench train_step_390 benchmarks.train_speed --steps=390 --steps_per_jit=390 --windows=3
 # 2. exact 10k x 60k queries per metric
 bench query benchmarks.query_speed --repeats=5
+# the same with fewer, larger chunks (fewer sequential top-k and sort calls; memory is plenty)
+bench query_q10k benchmarks.query_speed --repeats=5 --query_chunk=10000 --candidate_floats=268435456
+bench query_q10k_g60k benchmarks.query_speed --repeats=5 --query_chunk=10000 \
+  --gallery_chunk=65536 --candidate_floats=268435456
 # 3. one epoch over 50,000 images and the whole evaluation
 bench epoch benchmarks.epoch_time --steps_per_jit=390

@@ -25,6 +25,8 @@ flags.DEFINE_integer('repeats', 3, 'timed runs per impl and metric (median)')
 flags.DEFINE_bool('peers', False, 'also time faiss-cpu and scikit-learn')
 flags.DEFINE_integer('query_chunk', 2048, 'queries per tile')
 flags.DEFINE_integer('gallery_chunk', 16384, 'gallery items per tile')
+flags.DEFINE_integer('candidate_floats', 2 ** 24,
+                     'most floats the second pass gathers per query chunk (caps query_chunk)')
 
 
 def brute_force_indices(q, g, k, metric):
@@ -68,7 +70,8 @@ def main(argv):
 
   def ours(metric):
     return nearest_neighbors(q, g, k, metric, query_chunk=FLAGS.query_chunk,
-                             gallery_chunk=FLAGS.gallery_chunk)[1]
+                             gallery_chunk=FLAGS.gallery_chunk,
+                             candidate_floats=FLAGS.candidate_floats)[1]
 
   impls = {'ours': ours}
   if FLAGS.peers:
@@ -86,10 +89,12 @@ def main(argv):
       for name, fn in impls.items():
         times[name].append(common.time_call(lambda fn=fn: fn(metric), 1))
     ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
+    tiles = {'query_chunk': FLAGS.query_chunk, 'gallery_chunk': FLAGS.gallery_chunk,
+             'candidate_floats': FLAGS.candidate_floats}
     for name in impls:
       common.emit(bench='query', impl=name, metric=metric, ms=round(ms[name], 1),
                   queries=FLAGS.num_queries, gallery=FLAGS.num_gallery, dim=FLAGS.dim, k=k,
-                  same_neighbours_as_brute_force=same[name])
+                  same_neighbours_as_brute_force=same[name], **(tiles if name == 'ours' else {}))
     if FLAGS.peers:
       common.emit(bench='query_ratio', metric=metric,
                   **{f'ours_speedup_over_{n}': round(ms[n] / ms['ours'], 3) for n in ms if n != 'ours'})

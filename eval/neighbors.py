@@ -27,7 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 METRICS = ('euclidean', 'manhattan', 'cosine')
 _PAD_INDEX = np.iinfo(np.int32).max
 BLOCK = 128  # gallery rows per block of the two-pass search
-_MAX_CANDIDATE_FLOATS = 2 ** 24  # per query chunk in pass 2: k * BLOCK * D * queries
+_MAX_CANDIDATE_FLOATS = 2 ** 24  # default per query chunk in pass 2: k * BLOCK * D * queries
 _SUB_ROWS = 128  # gallery rows per accumulator of the many-dimensional Manhattan tile
 _DIM_CHUNK = 16  # dimensions per unrolled step there
 
@@ -212,7 +212,7 @@ def _drop_self(d, i, first_index, k):
 
 
 def nearest_neighbors(queries, gallery, k, metric, exclude_self=False, query_chunk=2048,
-                      gallery_chunk=16384, mesh=None):
+                      gallery_chunk=16384, mesh=None, candidate_floats=_MAX_CANDIDATE_FLOATS):
   """Exact k nearest gallery rows for each query row.
 
   Args:
@@ -222,6 +222,8 @@ def nearest_neighbors(queries, gallery, k, metric, exclude_self=False, query_chu
     metric: 'euclidean', 'manhattan' or 'cosine' (1 - cosine similarity; zero vectors give 1).
     exclude_self: queries and gallery are the same set; never return a query's own index.
     query_chunk, gallery_chunk: tile sizes; memory is O(query_chunk * gallery_chunk).
+    candidate_floats: in the two-pass search, the most floats pass 2 gathers per query chunk
+      (k * BLOCK * D per query); it lowers query_chunk where needed.
     mesh: optional device mesh with a 'data' axis; each query chunk is split across it.
 
   Returns:
@@ -247,7 +249,7 @@ def nearest_neighbors(queries, gallery, k, metric, exclude_self=False, query_chu
   tile = min(gallery_chunk, len(g))
   if two_pass:
     tile = -(-tile // BLOCK) * BLOCK
-    query_chunk = max(1, min(query_chunk, _MAX_CANDIDATE_FLOATS // (k_search * BLOCK * g.shape[1])))
+    query_chunk = max(1, min(query_chunk, candidate_floats // (k_search * BLOCK * g.shape[1])))
     search = functools.partial(_chunk_topk_blocks, k=k_search, metric=metric)
   else:
     search = functools.partial(_chunk_topk, g_count=len(g), k=k_search, metric=metric)

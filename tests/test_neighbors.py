@@ -74,6 +74,18 @@ def test_self_exclusion(metric):
 
 
 @pytest.mark.parametrize('metric', ['euclidean', 'manhattan', 'cosine'])
+def test_candidate_budget_splits_queries_into_chunks_and_results_stay_in_order(metric):
+  # 5 * 128 * 4 candidate floats per query: a budget of 7 queries' worth gives 7-query chunks
+  # (the last one ragged), all dispatched before the first is read back
+  q, _ = integer_data(6, 40, 40)
+  d, i = nearest_neighbors(q, q, 4, metric, exclude_self=True, candidate_floats=7 * 5 * 128 * 4)
+  rd, ri = brute_force(q, q, 4, metric, exclude_self=True)
+  np.testing.assert_allclose(d, rd, atol=1e-5)
+  if metric != 'cosine':
+    np.testing.assert_array_equal(i, ri)
+
+
+@pytest.mark.parametrize('metric', ['euclidean', 'manhattan', 'cosine'])
 def test_random_float_data_distances(metric):
   rng = np.random.default_rng(2)
   q, g = rng.normal(size=(70, 10)).astype(np.float32), rng.normal(size=(300, 10)).astype(np.float32)

@@ -51,8 +51,8 @@ def _prepare_queries(q_QxD, metric, block_layout):
 
 @functools.partial(jax.jit, static_argnames=('metric', 'tile', 'block_layout'))
 def _gallery_tiles(g_GxD, metric, tile, block_layout):
-  """The gallery padded to whole tiles, [tiles, tile, D'], built on the device (on a GPU, host
-  work and round trips cost more than the search itself): unit rows for cosine.
+  """The gallery padded to whole tiles, [tiles, tile, D'], built on the device (on a GPU the
+  whole query takes 15-20 ms, so a few ms of host work and round trips show): unit rows for cosine.
 
   Plain layout: zero padding rows, masked by _chunk_topk. Block layout: padding rows infinitely
   far from every query, so that pass 1 needs no mask (a select per distance costs 5x there):

@@ -9,6 +9,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def emit(**fields):
@@ -57,3 +58,22 @@ def matmul_peak_flops(n=2048, repeats=5):
   f = jax.jit(lambda x: x @ x)
   f(a).block_until_ready()
   return 2 * n ** 3 / time_call(lambda: f(a).block_until_ready(), repeats)
+
+
+def build_step(batch_size, num_images, noise_std, steps_per_jit):
+  """The default model's jitted train function, its state, random uint8 images on the device and
+  4 index batches: (config, fn, state, images, idx_list)."""
+  from ae import parallel, train
+  from configs import default
+  config = default.get_config()
+  config.train.batch_size = batch_size
+  mesh = parallel.make_mesh()
+  state = train.create_train_state(config, mesh, total_steps=10 ** 6)
+  rng = np.random.default_rng(0)
+  images = parallel.put(rng.integers(0, 256, (num_images, 32, 32, 3), dtype=np.uint8),
+                        parallel.replicated(mesh))
+  fn = train.make_train_fn(mesh, 0, noise_std)
+  sharding = parallel.data_sharded(mesh, 2, 1)
+  idx = [parallel.put(rng.integers(0, num_images, (steps_per_jit, batch_size), dtype=np.int32),
+                      sharding) for _ in range(4)]
+  return config, fn, state, images, idx

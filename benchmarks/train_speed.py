@@ -31,19 +31,7 @@ flags.DEFINE_integer('steps_per_jit', 1, 'steps per jitted call (lax.scan)')
 
 def ours(batch_size, num_images, noise_std, steps, steps_per_jit):
   """Returns (run_window, flops_per_image)."""
-  from ae import train
-  from configs import default
-  config = default.get_config()
-  config.train.batch_size = batch_size
-  mesh = parallel.make_mesh()
-  state = train.create_train_state(config, mesh, total_steps=10 ** 6)
-  rng = np.random.default_rng(0)
-  images = parallel.put(rng.integers(0, 256, (num_images, 32, 32, 3), dtype=np.uint8),
-                        parallel.replicated(mesh))
-  fn = train.make_train_fn(mesh, 0, noise_std)
-  sharding = parallel.data_sharded(mesh, 2, 1)
-  idx = [parallel.put(rng.integers(0, num_images, (steps_per_jit, batch_size), dtype=np.int32),
-                      sharding) for _ in range(4)]
+  config, fn, state, images, idx = common.build_step(batch_size, num_images, noise_std, steps_per_jit)
   box = {'state': state}
 
   def window():

@@ -30,6 +30,23 @@ def test_train_speed_reports_images_per_second_and_flops():
   assert 80e6 < line['flops_per_image'] < 90e6  # the seed model: about 84 MFLOP per image
 
 
+def test_step_profile_splits_the_step_into_its_parts():
+  lines = _lines(run_python(['-m', 'benchmarks.step_profile', '--steps=2', '--num_images=64',
+                             '--batch_size=16', '--top=5']))
+  total = lines[0]
+  assert total['bench'] == 'step_profile_total' and total['wall_ms'] > 0 and total['ops_traced'] > 20
+  parts = {l['part']: l for l in lines if l['bench'] == 'step_profile'}
+  for part in ('encoder_forward', 'encoder_backward', 'decoder_forward', 'decoder_backward',
+               'optimizer_and_other', 'input'):
+    assert parts[part]['ms'] > 0, part
+  assert abs(sum(l['ms'] for l in parts.values()) - total['ops_ms']) < 0.05 * total['ops_ms']
+  ops = [l for l in lines if l['bench'] == 'step_op']
+  assert len(ops) == 5 and [l['ms'] for l in ops] == sorted((l['ms'] for l in ops), reverse=True)
+  # the op's source names the layer it computes
+  assert all(l['part'] not in ('encoder_forward', 'decoder_forward') or 'AutoEncoder.' in l['source']
+             for l in ops)
+
+
 def test_results_table_has_a_pca_reference_per_latent_size(tmp_path):
   import json
   from benchmarks.results_table import build_table

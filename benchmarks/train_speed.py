@@ -142,6 +142,9 @@ def main(argv):
   b, n, s = FLAGS.batch_size, FLAGS.num_images, FLAGS.steps
   impls = {'ours': None}
   impls['ours'], flops = ours(b, n, FLAGS.noise_std, s, FLAGS.steps_per_jit)
+  # Before the peers start: measured after their windows, the peak came out at 74 GFLOP/s on the
+  # 2-core machine that gives 117-122 alone (and a fraction of peak too high by that much).
+  peak = common.matmul_peak_flops()
   if FLAGS.peers:
     # torch._dynamo (imported by torch.optim) segfaults when first imported after TensorFlow
     # (seen with TF 2.21 and torch 2.13 and 2.14.1): import it first.
@@ -154,7 +157,6 @@ def main(argv):
       times[name].append(common.time_call(window, 1))
     common.log(f'window {w + 1}/{FLAGS.windows}: ' +
                ', '.join(f'{k} {b * s / t[-1]:.0f} imgs/s' for k, t in times.items()))
-  peak = common.matmul_peak_flops()
   rates = {k: b * s / statistics.median(t) for k, t in times.items()}
   for name, rate in rates.items():
     line = {'bench': 'train_step', 'impl': name, 'batch_size': b, 'imgs_per_s': round(rate, 1),

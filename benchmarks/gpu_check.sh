@@ -57,6 +57,8 @@ bench() {
 # 1. the train step: one step per call, then a whole epoch (390 steps) per jitted call
 bench train_step_1 benchmarks.train_speed --steps=50 --windows=5
 bench train_step_390 benchmarks.train_speed --steps=390 --steps_per_jit=390 --windows=3
+# where one step's time goes (per-op trace events; on a GPU a hint, see its docstring)
+bench step_profile benchmarks.step_profile --steps=20 --top=10
 # 2. exact 10k x 60k queries per metric
 bench query benchmarks.query_speed --repeats=5
 # the same with fewer, larger chunks (fewer sequential top-k and sort calls; memory is plenty)

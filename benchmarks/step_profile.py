@@ -9,8 +9,9 @@ the loss, the input (batch gather, noise), the optimizer update and the buffer c
 Prints one line per part and one per op of the --top slowest.
 
 Per-op times are XLA:CPU's thunk events: on 2 cores two independent ops can run side by side and
-both count, so the parts can sum to more than the wall time. On a GPU the events are the host's
-kernel launches, not the kernels' run times.
+both count, so the parts can sum to more than the wall time. On a GPU the trace events that carry
+an op's name may be host-side launches as well as kernels, and library calls (cuBLAS) go by their
+own names: read the lines as a hint there.
 """
 
 import collections
@@ -81,7 +82,7 @@ def main(argv):
   parallel.set_runtime_defaults()  # as main.py: before JAX starts its backends
   common.emit_machine()
   if jax.default_backend() != 'cpu':
-    common.log('not a CPU backend: the per-op times are host-side launch events')
+    common.log('not a CPU backend: the per-op times are a hint (see the module docstring)')
   _, fn, state, images, idx = common.build_step(FLAGS.batch_size, FLAGS.num_images,
                                                 FLAGS.noise_std, 1)
   ops = compiled_ops(fn.lower(state, images, idx[0]).compile().as_text())

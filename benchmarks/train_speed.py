@@ -31,7 +31,8 @@ flags.DEFINE_integer('steps_per_jit', 1, 'steps per jitted call (lax.scan)')
 
 def ours(batch_size, num_images, noise_std, steps, steps_per_jit):
   """Returns (run_window, flops_per_image)."""
-  config, fn, state, images, idx = common.build_step(batch_size, num_images, noise_std, steps_per_jit)
+  config, fn, state, images, idx = common.build_step(batch_size, num_images, noise_std,
+                                                     steps_per_jit)
   box = {'state': state}
 
   def window():

@@ -11,6 +11,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ae import host_memory
+
 
 # Settings this project makes for JAX and XLA unless the environment has them already, measured
 # with benchmarks/gpu_check.sh on one H200 (other backends ignore both):
@@ -25,8 +27,10 @@ DEFAULT_ENV = {'XLA_PYTHON_CLIENT_PREALLOCATE': 'false'}
 
 def set_runtime_defaults():
   """Adds DEFAULT_XLA_FLAGS to XLA_FLAGS (each unless XLA_FLAGS sets it) and DEFAULT_ENV to the
-  environment (each unless set). JAX reads both when it starts its backends, so this must run
-  before the first computation or device query; later it changes nothing."""
+  environment (each unless set), and keeps freed host memory in the process (host_memory). JAX
+  reads the first two when it starts its backends, and its threads take their allocator arena
+  then, so this must run before the first computation or device query."""
+  host_memory.keep_freed_memory()
   flags = os.environ.get('XLA_FLAGS', '').split()
   names = {f.split('=')[0] for f in flags}
   flags += [f for f in DEFAULT_XLA_FLAGS if f.split('=')[0] not in names]

@@ -22,6 +22,7 @@ SETTINGS = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2 ** 31 - 1
 # Any of these in the environment means the user tunes glibc's allocator: leave it alone.
 USER_SETTINGS = ('MALLOC_ARENA_MAX', 'MALLOC_MMAP_MAX_', 'MALLOC_TRIM_THRESHOLD_',
                  'MALLOC_MMAP_THRESHOLD_', 'MALLOC_TOP_PAD_', 'GLIBC_TUNABLES')
+kept = False  # whether keep_freed_memory has set SETTINGS in this process
 
 
 def keep_freed_memory():
@@ -36,4 +37,6 @@ def keep_freed_memory():
   if mallopt is None:
     return False
   mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-  return all([mallopt(param, value) == 1 for param, value in SETTINGS])
+  global kept
+  kept = all([mallopt(param, value) == 1 for param, value in SETTINGS])
+  return kept

@@ -27,10 +27,11 @@ DEFAULT_ENV = {'XLA_PYTHON_CLIENT_PREALLOCATE': 'false'}
 
 def set_runtime_defaults():
   """Adds DEFAULT_XLA_FLAGS to XLA_FLAGS (each unless XLA_FLAGS sets it) and DEFAULT_ENV to the
-  environment (each unless set), and keeps freed host memory in the process (host_memory). JAX
-  reads the first two when it starts its backends, and its threads take their allocator arena
-  then, so this must run before the first computation or device query."""
-  host_memory.keep_freed_memory()
+  environment (each unless set), and makes all threads allocate from one arena
+  (host_memory.use_one_arena). JAX reads the variables when it starts its backends, and its
+  threads take their allocator arena then, so this must run before the first computation or
+  device query, and before any other thread allocates."""
+  host_memory.use_one_arena()
   flags = os.environ.get('XLA_FLAGS', '').split()
   names = {f.split('=')[0] for f in flags}
   flags += [f for f in DEFAULT_XLA_FLAGS if f.split('=')[0] not in names]

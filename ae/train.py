@@ -13,7 +13,7 @@ from absl import logging
 from flax.training import train_state
 
 from ae import checkpoint as ckpt
-from ae import parallel
+from ae import host_memory, parallel
 from ae.config_check import ConfigError, validate_config
 from ae.data import load_dataset
 from ae.metrics_log import MetricsLog
@@ -439,34 +439,35 @@ def _train(config, workdir, stop):
   pending = None  # (first step, device losses) of the last dispatched chunk, fetched one later
   indices, indices_epoch = None, -1
   try:
-    while step < total_steps and not stop.signal:
-      epoch, i = divmod(step, steps_per_epoch)
-      if epoch != indices_epoch:
-        indices = epoch_indices(config.seed, epoch, num_train, steps_per_epoch, t.batch_size)
-        indices_epoch = epoch
-      n = chunk_steps(step)
-      state, metrics = train_fn(state, train_images, parallel.put(indices[i:i + n], idx_sharding))
-      if pending is not None:
-        consume(*pending)
-      pending = (step, metrics['loss'])
-      step += n
-      epoch_end = step % steps_per_epoch == 0
-      ckpt_due = step % t.checkpoint_every_steps == 0 or step == total_steps
-      if ckpt_due or epoch_end:
-        consume(*pending)  # never save a state whose loss was not checked
-        pending = None
-      if ckpt_due:
+    with host_memory.reuse_freed_memory():  # the step's temporaries stay mapped
+      while step < total_steps and not stop.signal:
+        epoch, i = divmod(step, steps_per_epoch)
+        if epoch != indices_epoch:
+          indices = epoch_indices(config.seed, epoch, num_train, steps_per_epoch, t.batch_size)
+          indices_epoch = epoch
+        n = chunk_steps(step)
+        state, metrics = train_fn(state, train_images, parallel.put(indices[i:i + n], idx_sharding))
+        if pending is not None:
+          consume(*pending)
+        pending = (step, metrics['loss'])
+        step += n
+        epoch_end = step % steps_per_epoch == 0
+        ckpt_due = step % t.checkpoint_every_steps == 0 or step == total_steps
+        if ckpt_due or epoch_end:
+          consume(*pending)  # never save a state whose loss was not checked
+          pending = None
+        if ckpt_due:
+          ckpt.save(mngr, state)
+        if epoch_end:
+          end_epoch(epoch, step)
+      if stop.signal:
+        if pending is not None:
+          consume(*pending)
         ckpt.save(mngr, state)
-      if epoch_end:
-        end_epoch(epoch, step)
-    if stop.signal:
-      if pending is not None:
-        consume(*pending)
-      ckpt.save(mngr, state)
-      mngr.wait_until_finished()
-      logging.warning('%s received: saved a checkpoint at step %d in %s; run the same command '
-                      'again to continue.', stop.signal, step, mngr.directory)
-      raise Preempted(stop.signal, step)
+        mngr.wait_until_finished()
+        logging.warning('%s received: saved a checkpoint at step %d in %s; run the same command '
+                        'again to continue.', stop.signal, step, mngr.directory)
+        raise Preempted(stop.signal, step)
   finally:
     mngr.wait_until_finished()
     log.close()

@@ -37,7 +37,7 @@ def emit_machine():
        isa=[f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'asimd', 'sve') if f in flags],
        backend=jax.default_backend(), device_kind=jax.devices()[0].device_kind,
        device_count=jax.device_count(), jax=jax.__version__,
-       xla_flags=os.environ.get('XLA_FLAGS', ''), host_memory_kept=host_memory.kept)
+       xla_flags=os.environ.get('XLA_FLAGS', ''), host_memory_reuse=host_memory.one_arena)
 
 
 def log(msg):

@@ -25,7 +25,7 @@ import time
 import jax
 from absl import app, flags
 
-from ae import parallel
+from ae import host_memory, parallel
 from benchmarks import common
 
 FLAGS = flags.FLAGS
@@ -93,15 +93,16 @@ def main(argv):
     m['loss'].block_until_ready()
     return s
 
-  state = run(state, 3)  # compile and warm up
-  t = time.perf_counter()
-  state = run(state, FLAGS.steps)
-  wall_ms = (time.perf_counter() - t) * 1000 / FLAGS.steps
-  with tempfile.TemporaryDirectory() as trace_dir:
-    jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+  with host_memory.reuse_freed_memory():  # as in the training loop
+    state = run(state, 3)  # compile and warm up
+    t = time.perf_counter()
     state = run(state, FLAGS.steps)
-    jax.profiler.stop_trace()
-    times = op_times(trace_dir, ops, FLAGS.steps)
+    wall_ms = (time.perf_counter() - t) * 1000 / FLAGS.steps
+    with tempfile.TemporaryDirectory() as trace_dir:
+      jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+      state = run(state, FLAGS.steps)
+      jax.profiler.stop_trace()
+      times = op_times(trace_dir, ops, FLAGS.steps)
   parts = collections.Counter()
   for name, ms in times.items():
     parts[part_of(*ops[name])] += ms

@@ -16,7 +16,7 @@ import numpy as np
 from absl import app, flags
 from jax.sharding import Mesh
 
-from ae import parallel
+from ae import host_memory, parallel
 from benchmarks import common
 
 FLAGS = flags.FLAGS
@@ -140,37 +140,39 @@ def main(argv):
   del argv
   parallel.set_runtime_defaults()  # as main.py: before JAX starts its backends
   common.emit_machine()
-  b, n, s = FLAGS.batch_size, FLAGS.num_images, FLAGS.steps
-  impls = {'ours': None}
-  impls['ours'], flops = ours(b, n, FLAGS.noise_std, s, FLAGS.steps_per_jit)
-  # Before the peers start: measured after their windows, the peak came out at 74 GFLOP/s on the
-  # 2-core machine that gives 117-122 alone (and a fraction of peak too high by that much).
-  peak = common.matmul_peak_flops()
-  if FLAGS.peers:
-    # torch._dynamo (imported by torch.optim) segfaults when first imported after TensorFlow
-    # (seen with TF 2.21 and torch 2.13 and 2.14.1): import it first.
-    import torch._dynamo  # noqa: F401
-    impls['keras'] = keras_peer(b, n, FLAGS.noise_std, s)
-    impls['torch'] = torch_peer(b, n, FLAGS.noise_std, s)
-  times = {k: [] for k in impls}
-  for w in range(FLAGS.windows):  # alternate so that machine noise hits every impl alike
-    for name, window in impls.items():
-      times[name].append(common.time_call(window, 1))
-    common.log(f'window {w + 1}/{FLAGS.windows}: ' +
-               ', '.join(f'{k} {b * s / t[-1]:.0f} imgs/s' for k, t in times.items()))
-  rates = {k: b * s / statistics.median(t) for k, t in times.items()}
-  for name, rate in rates.items():
-    line = {'bench': 'train_step', 'impl': name, 'batch_size': b, 'imgs_per_s': round(rate, 1),
-            'devices': jax.device_count(), 'backend': jax.default_backend(),
-            'windows': FLAGS.windows, 'steps_per_window': s}
-    if name == 'ours':
-      line.update(flops_per_image=flops, matmul_peak_gflops=round(peak / 1e9, 1),
-                  fraction_of_matmul_peak=round(rate * flops / peak, 3),
-                  steps_per_jit=FLAGS.steps_per_jit)
-    common.emit(**line)
-  if FLAGS.peers:
-    common.emit(bench='train_step_ratio', batch_size=b,
-                **{f'ours_over_{k}': round(rates['ours'] / rates[k], 3) for k in rates if k != 'ours'})
+  with host_memory.reuse_freed_memory():  # as in the training loop
+    b, n, s = FLAGS.batch_size, FLAGS.num_images, FLAGS.steps
+    impls = {'ours': None}
+    impls['ours'], flops = ours(b, n, FLAGS.noise_std, s, FLAGS.steps_per_jit)
+    # Before the peers start: measured after their windows, the peak came out at 74 GFLOP/s on the
+    # 2-core machine that gives 117-122 alone (and a fraction of peak too high by that much).
+    peak = common.matmul_peak_flops()
+    if FLAGS.peers:
+      # torch._dynamo (imported by torch.optim) segfaults when first imported after TensorFlow
+      # (seen with TF 2.21 and torch 2.13 and 2.14.1): import it first.
+      import torch._dynamo  # noqa: F401
+      impls['keras'] = keras_peer(b, n, FLAGS.noise_std, s)
+      impls['torch'] = torch_peer(b, n, FLAGS.noise_std, s)
+    times = {k: [] for k in impls}
+    for w in range(FLAGS.windows):  # alternate so that machine noise hits every impl alike
+      for name, window in impls.items():
+        times[name].append(common.time_call(window, 1))
+      common.log(f'window {w + 1}/{FLAGS.windows}: ' +
+                 ', '.join(f'{k} {b * s / t[-1]:.0f} imgs/s' for k, t in times.items()))
+    rates = {k: b * s / statistics.median(t) for k, t in times.items()}
+    for name, rate in rates.items():
+      line = {'bench': 'train_step', 'impl': name, 'batch_size': b, 'imgs_per_s': round(rate, 1),
+              'devices': jax.device_count(), 'backend': jax.default_backend(),
+              'windows': FLAGS.windows, 'steps_per_window': s}
+      if name == 'ours':
+        line.update(flops_per_image=flops, matmul_peak_gflops=round(peak / 1e9, 1),
+                    fraction_of_matmul_peak=round(rate * flops / peak, 3),
+                    steps_per_jit=FLAGS.steps_per_jit)
+      common.emit(**line)
+    if FLAGS.peers:
+      common.emit(bench='train_step_ratio', batch_size=b,
+                  **{f'ours_over_{k}': round(rates['ours'] / rates[k], 3)
+                     for k in rates if k != 'ours'})
 
 
 if __name__ == '__main__':

@@ -18,7 +18,8 @@ class PatchConv(nn.Module):
 
   With pool=True the output is max_pool_2x2(conv + bias), computed as max_pool_2x2(conv) + bias:
   the same values (adding a per-channel constant commutes with max, rounding included), with
-  the bias added to, and its gradient summed over, 4x fewer elements.
+  the bias added to, and its gradient summed over, 4x fewer elements. Only the rows and columns
+  that the pooling reads are computed: of the seed's 13x13 second convolution, 12x12 (15% less).
   """
   features: int
   kernel_size: Sequence[int] = (3, 3)
@@ -34,6 +35,8 @@ class PatchConv(nn.Module):
     if self.padding == 'SAME':
       x_NHWC = jnp.pad(x_NHWC, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
     n, h, w = x_NHWC.shape[0], x_NHWC.shape[1] - kh + 1, x_NHWC.shape[2] - kw + 1
+    if self.pool:  # an odd last row or column would be dropped by the pooling
+      h, w = h // 2 * 2, w // 2 * 2
     patches = jnp.concatenate(
         [x_NHWC[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=-1)
     y = patches.reshape(-1, kh * kw * c) @ kernel.reshape(kh * kw * c, self.features)

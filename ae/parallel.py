@@ -4,6 +4,7 @@ The same code runs on 1 CPU, N fake CPU devices, a GPU box and a TPU pod slice:
 parameters are replicated (P()), batches are split along 'data'.
 """
 
+import functools
 import os
 
 import jax
@@ -24,6 +25,14 @@ from ae import host_memory
 DEFAULT_XLA_FLAGS = ('--xla_gpu_enable_triton_gemm=false',)
 DEFAULT_ENV = {'XLA_PYTHON_CLIENT_PREALLOCATE': 'false'}
 
+# XLA options for the train step on CPU devices (step_compiler_options). Region-based live-range
+# analysis in copy insertion (off by default on the CPU) proves that the Adam update may overwrite
+# the kernels in place after the backward pass has read them, and drops the copies XLA otherwise
+# makes of the seven weight matrices (36 MB a step) and of one noise-draw loop buffer: 61 copies ->
+# 38, the default step 1.033x as fast side by side on 2 cores, the same losses to the bit, compile
+# time unchanged (2.8 vs 3.0 s).
+CPU_STEP_COMPILER_OPTIONS = {'xla_cpu_copy_insertion_use_region_analysis': True}
+
 
 def set_runtime_defaults():
   """Adds DEFAULT_XLA_FLAGS to XLA_FLAGS (each unless XLA_FLAGS sets it) and DEFAULT_ENV to the
@@ -38,6 +47,34 @@ def set_runtime_defaults():
   os.environ['XLA_FLAGS'] = ' '.join(flags)
   for name, value in DEFAULT_ENV.items():
     os.environ.setdefault(name, value)
+
+
+@functools.cache
+def _known_compiler_options(device, names):
+  """The subset of these XLA option names that this jaxlib accepts for device's backend (a tiny
+  probe compile each)."""
+  known = []
+  x = jax.device_put(np.float32(0), device)
+  for name in names:
+    try:
+      jax.jit(lambda x: x + 1, compiler_options={name: True}).lower(x).compile()
+      known.append(name)
+    except Exception as e:  # noqa: BLE001
+      logging.warning('XLA option %s is not available here (%s); compiling without it.', name, e)
+  return tuple(known)
+
+
+def step_compiler_options(mesh):
+  """XLA compile options for the train step on this mesh: CPU_STEP_COMPILER_OPTIONS on CPU devices,
+  each unless XLA_FLAGS sets it and if this jaxlib knows it (an option a newer XLA dropped is
+  skipped with a warning); none on other backends."""
+  device = mesh.devices.flat[0]
+  if device.platform != 'cpu':
+    return {}
+  in_env = {f.split('=')[0].lstrip('-') for f in os.environ.get('XLA_FLAGS', '').split()}
+  wanted = tuple(name for name in CPU_STEP_COMPILER_OPTIONS if name not in in_env)
+  return {name: CPU_STEP_COMPILER_OPTIONS[name]
+          for name in _known_compiler_options(device, wanted)}
 
 
 def maybe_initialize_distributed():

@@ -144,7 +144,8 @@ def make_train_fn(mesh, seed, noise_std, flip=False, random_std=False, shift=0):
     return jax.lax.scan(body, state, idx_SxB)
 
   rep = parallel.replicated(mesh)
-  return jax.jit(train_steps, donate_argnums=0, out_shardings=(rep, rep))
+  return jax.jit(train_steps, donate_argnums=0, out_shardings=(rep, rep),
+                 compiler_options=parallel.step_compiler_options(mesh))
 
 
 def make_batched_fn(mesh, fn):

@@ -4,11 +4,14 @@ call to call, and a metrics log that does not wait for PyTorch."""
 import json
 import os
 import platform
+import re
 
+import jax
+import numpy as np
 import pytest
 
-from ae import parallel
-from conftest import ROOT, run_python
+from ae import parallel, train
+from conftest import ROOT, run_python, tiny_config
 
 
 def test_runtime_defaults_fill_in_and_never_override(monkeypatch):
@@ -26,6 +29,42 @@ def test_runtime_defaults_fill_in_and_never_override(monkeypatch):
   parallel.set_runtime_defaults()
   assert os.environ['XLA_FLAGS'] == '--xla_gpu_enable_triton_gemm=true'
   assert os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'true'
+
+
+def test_cpu_train_step_options_follow_the_environment_and_this_jaxlib(monkeypatch, caplog):
+  mesh = parallel.make_mesh()
+  monkeypatch.delenv('XLA_FLAGS', raising=False)
+  assert parallel.step_compiler_options(mesh) == parallel.CPU_STEP_COMPILER_OPTIONS
+  name = next(iter(parallel.CPU_STEP_COMPILER_OPTIONS))
+  monkeypatch.setenv('XLA_FLAGS', f'--{name}=false')  # the environment's own setting stays
+  assert parallel.step_compiler_options(mesh) == {}
+  monkeypatch.delenv('XLA_FLAGS')
+  monkeypatch.setitem(parallel.CPU_STEP_COMPILER_OPTIONS, 'xla_cpu_no_such_option', True)
+  with caplog.at_level('WARNING'):
+    options = parallel.step_compiler_options(mesh)  # an option this jaxlib lacks: skipped
+  assert options == {name: True} and 'xla_cpu_no_such_option' in caplog.text
+
+
+def test_cpu_train_step_updates_the_kernels_in_place():
+  """The Adam update overwrites each weight matrix after the backward pass has read it: the
+  compiled step keeps no copy of any of them (XLA's default copy insertion copies them all)."""
+  mesh = parallel.make_mesh()
+  config = tiny_config()
+  state = train.create_train_state(config, mesh, total_steps=10)
+  images = parallel.put(np.zeros((8, 32, 32, 3), np.uint8), parallel.replicated(mesh))
+  idx = parallel.put(np.zeros((1, 8), np.int32), parallel.data_sharded(mesh, 2, 1))
+  lowered = train.make_train_fn(mesh, seed=0, noise_std=0.1).lower(state, images, idx)
+  kernels = {jax.ShapeDtypeStruct(p.shape, p.dtype) for p in jax.tree.leaves(state.params)
+             if p.ndim >= 2}
+
+  def copied_kernels(compiled):
+    shapes = re.findall(r'= f32\[([0-9,]+)\]\{[0-9,]+\} copy\(', compiled.as_text())
+    return {s for s in shapes
+            if jax.ShapeDtypeStruct(tuple(map(int, s.split(','))), np.float32) in kernels}
+
+  assert copied_kernels(lowered.compile()) == set()
+  name = next(iter(parallel.CPU_STEP_COMPILER_OPTIONS))
+  assert copied_kernels(lowered.compile(compiler_options={name: False}))  # the default copies
 
 
 FAULTS_SCRIPT = '''

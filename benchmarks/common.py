@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ae import host_memory
+from ae import host_memory, parallel
 
 
 def emit(**fields):
@@ -37,7 +37,8 @@ def emit_machine():
        isa=[f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'asimd', 'sve') if f in flags],
        backend=jax.default_backend(), device_kind=jax.devices()[0].device_kind,
        device_count=jax.device_count(), jax=jax.__version__,
-       xla_flags=os.environ.get('XLA_FLAGS', ''), host_memory_reuse=host_memory.one_arena)
+       xla_flags=os.environ.get('XLA_FLAGS', ''), host_memory_reuse=host_memory.one_arena,
+       train_step_compiler_options=parallel.step_compiler_options(parallel.make_mesh()))
 
 
 def log(msg):

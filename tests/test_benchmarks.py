@@ -20,6 +20,8 @@ def _lines(proc):
   assert machine['bench'] == 'machine' and machine['cores'] >= 1 and machine['backend'] == 'cpu'
   assert machine['cpu'] and isinstance(machine['isa'], list)
   assert machine['host_memory_reuse'] is HOST_MEMORY_REUSE
+  assert machine['train_step_compiler_options'] == {  # the CPU step's XLA options (ae/parallel.py)
+      'xla_cpu_copy_insertion_use_region_analysis': True}
   return lines[1:]
 
 

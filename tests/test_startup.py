@@ -47,7 +47,7 @@ def test_cpu_train_step_options_follow_the_environment_and_this_jaxlib(monkeypat
 
 def test_cpu_train_step_updates_the_kernels_in_place():
   """The Adam update overwrites each weight matrix after the backward pass has read it: the
-  compiled step keeps no copy of any of them (XLA's default copy insertion copies them all)."""
+  compiled step keeps no copy of any of them (XLA's default copy insertion copies them)."""
   mesh = parallel.make_mesh()
   config = tiny_config()
   state = train.create_train_state(config, mesh, total_steps=10)

@@ -41,12 +41,22 @@ def set_runtime_defaults():
   threads take their allocator arena then, so this must run before the first computation or
   device query, and before any other thread allocates."""
   host_memory.use_one_arena()
+  names = _xla_flags_set()
   flags = os.environ.get('XLA_FLAGS', '').split()
-  names = {f.split('=')[0] for f in flags}
-  flags += [f for f in DEFAULT_XLA_FLAGS if f.split('=')[0] not in names]
+  flags += [f for f in DEFAULT_XLA_FLAGS if _flag_name(f) not in names]
   os.environ['XLA_FLAGS'] = ' '.join(flags)
   for name, value in DEFAULT_ENV.items():
     os.environ.setdefault(name, value)
+
+
+def _flag_name(flag):
+  """'--xla_foo=1' -> 'xla_foo'."""
+  return flag.split('=')[0].lstrip('-')
+
+
+def _xla_flags_set():
+  """The names of the options the XLA_FLAGS environment variable sets."""
+  return {_flag_name(f) for f in os.environ.get('XLA_FLAGS', '').split()}
 
 
 @functools.cache
@@ -71,7 +81,7 @@ def step_compiler_options(mesh):
   device = mesh.devices.flat[0]
   if device.platform != 'cpu':
     return {}
-  in_env = {f.split('=')[0].lstrip('-') for f in os.environ.get('XLA_FLAGS', '').split()}
+  in_env = _xla_flags_set()
   wanted = tuple(name for name in CPU_STEP_COMPILER_OPTIONS if name not in in_env)
   return {name: CPU_STEP_COMPILER_OPTIONS[name]
           for name in _known_compiler_options(device, wanted)}

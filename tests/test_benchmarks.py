@@ -1,11 +1,14 @@
-"""The benchmarks run and print well-formed JSON lines (tiny sizes; speed is not asserted)."""
+"""The benchmarks run and print well-formed JSON lines (tiny sizes; speed is not asserted), and
+the GPU script (benchmarks/gpu_check.sh) gives its programs only flags they define."""
 
+import collections
 import json
 import os
 import platform
+import re
 
 from ae import host_memory
-from conftest import run_python
+from conftest import ROOT, run_python
 
 # The benchmarks let XLA reuse its freed host memory as training does, where glibc lets them.
 HOST_MEMORY_REUSE = (platform.system() == 'Linux' and platform.libc_ver()[0] == 'glibc' and
@@ -101,3 +104,50 @@ def test_results_table_has_a_pca_reference_per_latent_size(tmp_path):
   assert '| PCA-32 (reference) | - | 32 | - | 0.01236 |' in table[-2]
   assert table[-1].startswith('| raw pixels (reference) | - | 3072 | - | - |')
   assert all(l.count('|') == table[0].count('|') for l in table)  # every row fills every column
+
+
+def _gpu_check_commands():
+  """{program: [its argv per command]} of the python3 commands benchmarks/gpu_check.sh runs."""
+  with open(os.path.join(ROOT, 'benchmarks', 'gpu_check.sh')) as f:
+    script = f.read().replace('\\\n', ' ')
+  commands = collections.defaultdict(list)
+  for module, args in re.findall(r'^bench \w+ (benchmarks\.\w+)(.*)$', script, re.M):
+    commands[module].append(args.split())
+  for args in re.findall(r'python3 main\.py (.*?) 2>', script):
+    commands['main'].append(args.split())
+  return commands
+
+
+# Parses each argv with the program's own absl flags (main.py: its config file and overrides, and
+# checks each override's value landed in the config) without running anything.
+_PARSE_ONLY = """
+import json, sys
+from absl import flags
+module, argvs = sys.argv[1], json.loads(sys.argv[2])
+sys.argv = ['prog'] + argvs[0]  # config_flags defines the override flags it finds in sys.argv
+__import__(module)
+for argv in argvs:
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(['prog'] + argv)
+  for arg in argv:
+    if arg.startswith('--config.'):
+      path, value = arg[len('--config.'):].split('=', 1)
+      field = flags.FLAGS.config
+      for name in path.split('.'):
+        field = field[name]
+      assert str(field) == value, (arg, field)
+print('parsed', len(argvs))
+"""
+
+
+def test_gpu_check_uses_only_flags_and_config_fields_that_exist():
+  """A GPU machine is lent rarely and briefly: a mistyped flag in gpu_check.sh must fail here."""
+  commands = _gpu_check_commands()
+  assert set(commands) == {'main', 'benchmarks.train_speed', 'benchmarks.step_profile',
+                           'benchmarks.query_speed', 'benchmarks.epoch_time'}
+  # one main.py command line: config_flags defines override flags from sys.argv at import
+  assert len(commands['main']) == 1 and '--config.data.source=synthetic' in commands['main'][0]
+  for module, argvs in commands.items():
+    proc = run_python(['-c', _PARSE_ONLY, module, json.dumps(argvs)])
+    assert proc.returncode == 0 and f'parsed {len(argvs)}' in proc.stdout, (
+        module, proc.stderr[-2000:])

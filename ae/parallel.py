@@ -60,15 +60,15 @@ def _xla_flags_set():
 
 
 @functools.cache
-def _known_compiler_options(device, names):
-  """The subset of these XLA option names that this jaxlib accepts for device's backend (a tiny
-  probe compile each)."""
+def _known_compiler_options(device, options):
+  """The (name, value) pairs of these that this jaxlib accepts for device's backend (a tiny probe
+  compile each, with the option's own value)."""
   known = []
   x = jax.device_put(np.float32(0), device)
-  for name in names:
+  for name, value in options:
     try:
-      jax.jit(lambda x: x + 1, compiler_options={name: True}).lower(x).compile()
-      known.append(name)
+      jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(x).compile()
+      known.append((name, value))
     except Exception as e:  # noqa: BLE001
       logging.warning('XLA option %s is not available here (%s); compiling without it.', name, e)
   return tuple(known)
@@ -82,9 +82,9 @@ def step_compiler_options(mesh):
   if device.platform != 'cpu':
     return {}
   in_env = _xla_flags_set()
-  wanted = tuple(name for name in CPU_STEP_COMPILER_OPTIONS if name not in in_env)
-  return {name: CPU_STEP_COMPILER_OPTIONS[name]
-          for name in _known_compiler_options(device, wanted)}
+  wanted = tuple((name, value) for name, value in CPU_STEP_COMPILER_OPTIONS.items()
+                 if name not in in_env)
+  return dict(_known_compiler_options(device, wanted))
 
 
 def maybe_initialize_distributed():

@@ -149,14 +149,16 @@ def make_train_fn(mesh, seed, noise_std, flip=False, random_std=False, shift=0):
 
 
 def make_batched_fn(mesh, fn):
-  """Jits fn(params, batch_float, idx_B) -> per-example outputs on index batches, replicated."""
+  """Jits fn(params, batch_float, idx_B) -> per-example outputs on index batches, replicated
+  (compiled with parallel.inference_compiler_options)."""
   batch_sharding = parallel.data_sharded(mesh, ndim=4)
 
   def apply(params, images_u8, idx_B):
     batch = jax.lax.with_sharding_constraint(images_u8[idx_B], batch_sharding)
     return fn(params, to_float(batch), idx_B)
 
-  return jax.jit(apply, out_shardings=parallel.replicated(mesh))
+  return jax.jit(apply, out_shardings=parallel.replicated(mesh),
+                 compiler_options=parallel.inference_compiler_options(mesh))
 
 
 def device_batch(batch_size, mesh):

@@ -49,6 +49,42 @@ def test_patch_conv_matches_flax_conv_values_and_gradients():
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+def test_patch_conv_through_xla_convolution_gives_the_same_values_and_gradients():
+  """conv_op=True (the forward-only lowering) against the patches, odd sizes, with and without
+  pooling: the same values up to rounding, and the gradient is the patches' own."""
+  x = jax.random.normal(jax.random.key(5), (2, 15, 13, 6))
+  for padding, pool in (('VALID', False), ('VALID', True), ('SAME', False), ('SAME', True)):
+    conv = PatchConv(8, padding=padding, pool=pool)
+    params = jax.tree.map(lambda p: p + 0.3, conv.init(jax.random.key(0), x))
+    np.testing.assert_allclose(conv.apply(params, x, conv_op=True), conv.apply(params, x),
+                               rtol=1e-5, atol=1e-4)  # outputs up to ~40
+    grads = [jax.grad(lambda p, x, c=c: jnp.sum(jnp.sin(conv.apply(p, x, conv_op=c))),
+                      argnums=(0, 1))(params, x) for c in (True, False)]
+    for a, b in zip(*map(jax.tree.leaves, grads)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_encoder_uses_xla_convolutions_only_outside_training():
+  """The train step keeps the patches (no convolution op); evaluation's encoder runs XLA's
+  convolutions forward, and its gradient, even inside a loop, is the patches' again: no
+  convolution in a form XLA:CPU's fast convolution does not take."""
+  model = AutoEncoder(encoder_features=(4, 8), decoder_features=(16,))
+  params, x = _init(model)
+  hlo = lambda f: jax.jit(f).lower(params).as_text(dialect='hlo')
+  train_loss = lambda p: jnp.mean(model.apply(p, x, True))
+  assert ' convolution(' not in hlo(jax.grad(train_loss))
+  assert hlo(lambda p: model.apply(p, x, method=model.encode)).count(' convolution(') == 2
+
+  def scanned(p):  # gradients of the evaluation encoder inside a lax.scan
+    def body(p, _):
+      g = jax.grad(lambda p: jnp.sum(model.apply(p, x, method=model.encode) ** 2))(p)
+      return jax.tree.map(lambda a, b: a - 0.1 * b, p, g), None
+    return jax.lax.scan(body, p, None, length=2)[0]
+  convs = [l for l in jax.jit(scanned).lower(params).compile().as_text().splitlines()
+           if ' convolution(' in l]
+  assert len(convs) == 2 and all('dim_labels=b01f_01io->b01f' in l for l in convs)
+
+
 def test_max_pool_matches_flax_max_pool_on_odd_sizes():
   x = jax.random.normal(jax.random.key(3), (2, 13, 15, 4))
   np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ae import parallel, train
+from ae.model import create_model
 from conftest import ROOT, run_python, tiny_config
 
 
@@ -43,6 +44,29 @@ def test_cpu_train_step_options_follow_the_environment_and_this_jaxlib(monkeypat
   with caplog.at_level('WARNING'):
     options = parallel.step_compiler_options(mesh)  # an option this jaxlib lacks: skipped
   assert options == {name: True} and 'xla_cpu_no_such_option' in caplog.text
+
+
+def test_cpu_forward_programs_run_the_encoder_convolutions_outside_ynnpack(monkeypatch):
+  """make_batched_fn compiles with CPU_INFERENCE_COMPILER_OPTIONS: each of the encoder's
+  convolutions is then an instruction of its own (XLA's Eigen convolution), not a YNNPACK fusion
+  (XLA's default on the CPU, 3.5x slower here)."""
+  monkeypatch.delenv('XLA_FLAGS', raising=False)
+  mesh = parallel.make_mesh()
+  assert parallel.inference_compiler_options(mesh) == parallel.CPU_INFERENCE_COMPILER_OPTIONS
+  config = tiny_config(model__encoder_features=(32, 64, 128))  # the default's (YNNPACK takes them)
+  state = train.create_train_state(config, mesh, total_steps=10)
+  model = create_model(config.model)
+  images = parallel.put(np.zeros((8, 32, 32, 3), np.uint8), parallel.replicated(mesh))
+  idx = parallel.put(np.arange(8, dtype=np.int32), parallel.data_sharded(mesh))
+
+  def convolution_instructions():
+    encode = train.make_batched_fn(mesh, lambda p, x, i: model.apply(p, x, method=model.encode))
+    text = encode.lower(state.params, images, idx).compile().as_text()
+    return re.findall(r'\n  %\S+ = \S+ convolution\(', text)
+
+  assert len(convolution_instructions()) == len(config.model.encoder_features)
+  monkeypatch.setattr(parallel, 'CPU_INFERENCE_COMPILER_OPTIONS', {})
+  assert not convolution_instructions()  # XLA's default: each inside a YNNPACK fusion
 
 
 def test_cpu_train_step_updates_the_kernels_in_place():

@@ -38,7 +38,8 @@ def emit_machine():
        backend=jax.default_backend(), device_kind=jax.devices()[0].device_kind,
        device_count=jax.device_count(), jax=jax.__version__,
        xla_flags=os.environ.get('XLA_FLAGS', ''), host_memory_reuse=host_memory.one_arena,
-       train_step_compiler_options=parallel.step_compiler_options(parallel.make_mesh()))
+       train_step_compiler_options=parallel.step_compiler_options(parallel.make_mesh()),
+       inference_compiler_options=parallel.inference_compiler_options(parallel.make_mesh()))
 
 
 def log(msg):

@@ -1,10 +1,13 @@
 """Reference codes a learned 10-unit code should beat: PCA with as many components, raw pixels."""
 
 import numpy as np
+import scipy.linalg
 
 
 def flatten_float(images_u8):
-  return images_u8.reshape(len(images_u8), -1).astype(np.float32) / 255.0
+  """[N, ...] uint8 -> [N, F] float32 pixels / 255, in one pass (the values of astype then
+  dividing; 1.1 s instead of 3.3 s for the 50,000 training images)."""
+  return np.divide(images_u8.reshape(len(images_u8), -1), np.float32(255), dtype=np.float32)
 
 
 def fit_pca(x_NxF, dim):
@@ -16,8 +19,10 @@ def fit_pca(x_NxF, dim):
     c = x[start:start + 10000] - mean
     cov += c.T @ c  # a float32 GEMM per chunk (twice as fast as float64), summed in float64
   cov /= len(x)
-  _, vecs = np.linalg.eigh(cov)
-  return mean, vecs[:, ::-1][:, :dim].astype(np.float32)
+  f = cov.shape[0]
+  # Only the dim largest eigenpairs (ascending): 1.3-1.6 s instead of 3.2 s for all 3072.
+  _, vecs = scipy.linalg.eigh(cov, subset_by_index=[f - min(dim, f), f - 1])
+  return mean, vecs[:, ::-1].astype(np.float32)
 
 
 def pca_encode(x_NxF, mean, components):

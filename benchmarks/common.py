@@ -33,13 +33,14 @@ def emit_machine():
           break
   except OSError:
     pass
+  mesh = parallel.make_mesh()
   emit(bench='machine', cpu=cpu, cores=os.cpu_count(),
        isa=[f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'asimd', 'sve') if f in flags],
        backend=jax.default_backend(), device_kind=jax.devices()[0].device_kind,
        device_count=jax.device_count(), jax=jax.__version__,
        xla_flags=os.environ.get('XLA_FLAGS', ''), host_memory_reuse=host_memory.one_arena,
-       train_step_compiler_options=parallel.step_compiler_options(parallel.make_mesh()),
-       inference_compiler_options=parallel.inference_compiler_options(parallel.make_mesh()))
+       train_step_compiler_options=parallel.step_compiler_options(mesh),
+       inference_compiler_options=parallel.inference_compiler_options(mesh))
 
 
 def log(msg):

@@ -18,10 +18,11 @@ class PatchConv(nn.Module):
   XLA's convolution, the middle one's as fast, and the whole train step faster.
 
   With conv_op=True the forward pass is XLA's convolution instead (the same values up to float
-  rounding; the gradient still through the patches, see conv_forward). The encoder does so
-  outside training on CPU devices: forward-only (compiled with
-  parallel.CPU_INFERENCE_COMPILER_OPTIONS) it is then 2x as fast; in the train step it was no
-  faster (0.95-1.03x side by side), and on a GPU it has not been measured.
+  rounding; the gradient still through the patches, see conv_forward). The encoder and the conv
+  decoder do so outside training on CPU devices (xla_convs): forward-only (compiled with
+  parallel.CPU_INFERENCE_COMPILER_OPTIONS) the seed's encoder is then 2x as fast and
+  configs/conv.py's whole model 1.5x; in the train step it was no faster (0.95-1.03x side by
+  side), and on a GPU it has not been measured.
 
   With pool=True the output is max_pool_2x2(conv + bias), computed as max_pool_2x2(conv) + bias:
   the same values (adding a per-channel constant commutes with max, rounding included), with
@@ -84,6 +85,12 @@ def _conv_forward_bwd(inputs, dy):
 conv_forward.defvjp(_conv_forward_fwd, _conv_forward_bwd)
 
 
+def xla_convs(train):
+  """Whether PatchConv layers run forward through XLA's convolution (conv_op): outside
+  training, on CPU devices."""
+  return not train and jax.default_backend() == 'cpu'
+
+
 def max_pool_2x2(x_NHWC):
   """2x2 max pooling, stride 2, VALID (odd edges dropped), as the maximum of four strided views.
 
@@ -114,7 +121,7 @@ class Encoder(nn.Module):
       pool = i + 1 < len(self.features)
       fuse_pool = pool and self.norm == 'none'
       conv = PatchConv(f, (3, 3), padding=self.padding, pool=fuse_pool, name=f'Conv_{i}')
-      x_NHWC = conv(x_NHWC, conv_op=not train and jax.default_backend() == 'cpu')
+      x_NHWC = conv(x_NHWC, conv_op=xla_convs(train))
       if self.norm == 'group':
         x_NHWC = nn.GroupNorm(num_groups=min(8, f))(x_NHWC)
       if pool and not fuse_pool:
@@ -137,7 +144,8 @@ class DenseDecoder(nn.Module):
   features: Sequence[int]
 
   @nn.compact
-  def __call__(self, z_ND):
+  def __call__(self, z_ND, train=False):
+    del train  # the same in training and evaluation (the conv decoder's signature)
     h = z_ND
     for f in self.features:
       h = nn.relu(nn.Dense(f)(h))
@@ -159,13 +167,14 @@ class ConvDecoder(nn.Module):
   features: Sequence[int]
 
   @nn.compact
-  def __call__(self, z_ND):
+  def __call__(self, z_ND, train=False):
     start = IMAGE_SHAPE[0] // 2 ** len(self.features)
     h = nn.relu(nn.Dense(start * start * self.features[0])(z_ND))
     h = h.reshape(z_ND.shape[0], start, start, self.features[0])
+    conv_op = xla_convs(train)
     for f in self.features:
-      h = nn.relu(depth_to_space_2x(PatchConv(4 * f, (3, 3), padding='SAME')(h)))
-    return nn.sigmoid(PatchConv(IMAGE_SHAPE[2], (3, 3), padding='SAME')(h))
+      h = nn.relu(depth_to_space_2x(PatchConv(4 * f, (3, 3), padding='SAME')(h, conv_op)))
+    return nn.sigmoid(PatchConv(IMAGE_SHAPE[2], (3, 3), padding='SAME')(h, conv_op))
 
 
 class AutoEncoder(nn.Module):
@@ -191,14 +200,14 @@ class AutoEncoder(nn.Module):
   def encode(self, x_NHWC, train=False):
     return self.encoder(x_NHWC, train)
 
-  def decode(self, z_ND):
-    return self.decoder_net(z_ND)
+  def decode(self, z_ND, train=False):
+    return self.decoder_net(z_ND, train)
 
   def __call__(self, x_NHWC, train=False):
     """train=True turns on the encoder's dropout (needs rngs={'dropout': key} when it is > 0);
-    train=False, on CPU devices, computes the encoder's convolutions with XLA's convolution
+    train=False, on CPU devices, computes the convolutions with XLA's convolution
     (PatchConv(conv_op=True): the same values, faster forward-only)."""
-    return self.decode(self.encode(x_NHWC, train))
+    return self.decode(self.encode(x_NHWC, train), train)
 
 
 def create_model(model_config) -> AutoEncoder:

@@ -2,6 +2,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from ae.model import AutoEncoder, PatchConv, max_pool_2x2
 
@@ -64,25 +65,30 @@ def test_patch_conv_through_xla_convolution_gives_the_same_values_and_gradients(
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 
 
-def test_encoder_uses_xla_convolutions_only_outside_training():
-  """The train step keeps the patches (no convolution op); evaluation's encoder runs XLA's
-  convolutions forward, and its gradient, even inside a loop, is the patches' again: no
-  convolution in a form XLA:CPU's fast convolution does not take."""
-  model = AutoEncoder(encoder_features=(4, 8), decoder_features=(16,))
+@pytest.mark.parametrize('decoder, features, convs', [('dense', (16,), 2), ('conv', (8, 4, 4), 6)])
+def test_xla_convolutions_only_outside_training(decoder, features, convs):
+  """The train step keeps the patches (no convolution op); evaluation runs XLA's convolutions
+  forward (the encoder's two, and the conv decoder's four), and their gradient, even inside a
+  loop (the code refinement's), is the patches' again: no convolution in a form XLA:CPU's fast
+  convolution does not take. Training and evaluation give the same values up to rounding."""
+  model = AutoEncoder(encoder_features=(4, 8), decoder=decoder, decoder_features=features)
   params, x = _init(model)
   hlo = lambda f: jax.jit(f).lower(params).as_text(dialect='hlo')
   train_loss = lambda p: jnp.mean(model.apply(p, x, True))
   assert ' convolution(' not in hlo(jax.grad(train_loss))
-  assert hlo(lambda p: model.apply(p, x, method=model.encode)).count(' convolution(') == 2
+  assert hlo(lambda p: model.apply(p, x)).count(' convolution(') == convs
+  np.testing.assert_allclose(model.apply(params, x), model.apply(params, x, True),
+                             rtol=1e-5, atol=1e-6)
 
-  def scanned(p):  # gradients of the evaluation encoder inside a lax.scan
+  def scanned(p):  # gradients of the evaluation model inside a lax.scan
     def body(p, _):
-      g = jax.grad(lambda p: jnp.sum(model.apply(p, x, method=model.encode) ** 2))(p)
+      g = jax.grad(lambda p: jnp.sum(model.apply(p, x) ** 2))(p)
       return jax.tree.map(lambda a, b: a - 0.1 * b, p, g), None
     return jax.lax.scan(body, p, None, length=2)[0]
-  convs = [l for l in jax.jit(scanned).lower(params).compile().as_text().splitlines()
-           if ' convolution(' in l]
-  assert len(convs) == 2 and all('dim_labels=b01f_01io->b01f' in l for l in convs)
+  convs_compiled = [l for l in jax.jit(scanned).lower(params).compile().as_text().splitlines()
+                    if ' convolution(' in l]
+  assert len(convs_compiled) == convs
+  assert all('dim_labels=b01f_01io->b01f' in l for l in convs_compiled)
 
 
 def test_max_pool_matches_flax_max_pool_on_odd_sizes():

@@ -34,11 +34,12 @@ DEFAULT_ENV = {'XLA_PYTHON_CLIENT_PREALLOCATE': 'false'}
 CPU_STEP_COMPILER_OPTIONS = {'xla_cpu_copy_insertion_use_region_analysis': True}
 
 # XLA options for the forward-only programs on CPU devices (inference_compiler_options): test MSE,
-# encoding, reconstructions, queries. There the encoder's convolutions are XLA convolutions
+# encoding, reconstructions, queries. There the model's convolutions are XLA convolutions
 # (model.PatchConv(conv_op=True)), which XLA:CPU hands to YNNPACK by default; its own (Eigen)
 # convolution runs them 3.5x as fast (at batch 1000 on 2 AVX-512 cores: the encoder 130 ms
 # against 461 ms with YNNPACK and 262 ms as patches). The list is XLA's default set of YNNPACK
-# fusions (jaxlib 0.10) less LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION.
+# fusions (jaxlib 0.10) less LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION; tests/test_startup.py
+# fails if a jaxlib's default list changes.
 CPU_INFERENCE_COMPILER_OPTIONS = {
     'xla_cpu_experimental_ynn_fusion_type':
         'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}

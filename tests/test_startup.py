@@ -7,6 +7,7 @@ import platform
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -67,6 +68,37 @@ def test_cpu_forward_programs_run_the_encoder_convolutions_outside_ynnpack(monke
   assert len(convolution_instructions()) == len(config.model.encoder_features)
   monkeypatch.setattr(parallel, 'CPU_INFERENCE_COMPILER_OPTIONS', {})
   assert not convolution_instructions()  # XLA's default: each inside a YNNPACK fusion
+
+
+def test_cpu_forward_options_change_nothing_but_the_convolutions(monkeypatch):
+  """CPU_INFERENCE_COMPILER_OPTIONS is XLA's default list of YNNPACK fusion types less
+  convolutions, written out: a forward program without convolutions (the decoder's products,
+  elementwise ops and a reduction) compiles to the same program with it as without it. If a
+  jaxlib changes its default list, this fails: bring the list up to date."""
+  monkeypatch.delenv('XLA_FLAGS', raising=False)
+  mesh = parallel.make_mesh()
+  config = tiny_config()
+  state = train.create_train_state(config, mesh, total_steps=10)
+  model = create_model(config.model)
+  images = parallel.put(np.zeros((8, 32, 32, 3), np.uint8), parallel.replicated(mesh))
+  idx = parallel.put(np.arange(8, dtype=np.int32), parallel.data_sharded(mesh))
+
+  def sse(p, x, i):  # the decoder from the first pixels as codes
+    z = x.reshape(x.shape[0], -1)[:, :config.model.latent_dim]
+    return jnp.sum(jnp.square(model.apply(p, z, method=model.decode) - x), axis=(1, 2, 3))
+
+  def program(options):  # the compiled instructions, without their source locations
+    monkeypatch.setattr(parallel, 'CPU_INFERENCE_COMPILER_OPTIONS', options)
+    text = train.make_batched_fn(mesh, sse).lower(state.params, images, idx).compile().as_text()
+    return [re.sub(r', metadata=\{[^}]*\}', '', line) for line in text.splitlines()
+            if re.match(r'\s*(ROOT )?%', line)]
+
+  (name, types), = parallel.CPU_INFERENCE_COMPILER_OPTIONS.items()
+  ours = program({name: types})
+  assert ours == program({}), 'XLA\'s default YNNPACK fusion types changed'
+  assert any('ynn_fusion' in line for line in ours)
+  for fewer in (types.split(',')[:1], types.split(',')[1:]):  # the comparison can tell
+    assert program({name: ','.join(fewer)}) != ours
 
 
 def test_cpu_train_step_updates_the_kernels_in_place():

@@ -203,6 +203,14 @@ def _chunk_topk_blocks(q_QxD, g_NxCxD, k, metric):
   return dist, jnp.take_along_axis(rows, pos, axis=1)
 
 
+def tile_rows(num_rows, gallery_chunk, multiple=1):
+  """Gallery rows per tile: as few tiles as gallery_chunk rows each allow, of equal size (rounded
+  up to a multiple): 50,000 rows in 4 tiles of 12,500, not 3 of 16,384 and one of 848 padded to
+  16,384 (31% more distances to compute; 11-13% of a 10k x 60k latent query)."""
+  tiles = -(-num_rows // gallery_chunk)
+  return -(-num_rows // (tiles * multiple)) * multiple
+
+
 def _drop_self(d, i, first_index, k):
   """From k + 1 neighbours per query, the first k that are not the query itself (exact: removing
   one row from a ranking moves every other row up by at most one place)."""
@@ -246,9 +254,8 @@ def nearest_neighbors(queries, gallery, k, metric, exclude_self=False, query_chu
   k_search = k + int(exclude_self)
 
   two_pass = k_search * BLOCK * g.shape[1] <= _MAX_CANDIDATE_FLOATS // 64
-  tile = min(gallery_chunk, len(g))
+  tile = tile_rows(len(g), gallery_chunk, BLOCK if two_pass else 1)
   if two_pass:
-    tile = -(-tile // BLOCK) * BLOCK
     query_chunk = max(1, min(query_chunk, candidate_floats // (k_search * BLOCK * g.shape[1])))
     search = functools.partial(_chunk_topk_blocks, k=k_search, metric=metric)
   else:

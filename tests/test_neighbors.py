@@ -153,3 +153,15 @@ def test_many_dimensional_manhattan_tile_against_numpy():
   g = rng.random((131, 301), dtype=np.float32)
   ref = np.abs(q[:, None].astype(np.float64) - g[None]).sum(-1)
   np.testing.assert_allclose(np.asarray(distance_tile(q, g, 'manhattan')), ref, rtol=1e-5)
+
+
+def test_gallery_tiles_are_as_few_and_as_even_as_the_chunk_allows():
+  from eval.neighbors import BLOCK, tile_rows
+  assert tile_rows(50_000, 16_384) == 12_500  # 4 tiles, none of them mostly padding
+  assert tile_rows(60_000, 16_384, BLOCK) == 15_104  # 4 x 118 blocks
+  assert tile_rows(16_384, 16_384) == 16_384 and tile_rows(5, 16_384) == 5
+  for n, chunk, multiple in ((203, 48, 1), (1000, 7, 1), (60_000, 4_096, 128), (129, 128, 128)):
+    tile = tile_rows(n, chunk, multiple)
+    tiles = -(-n // tile)
+    assert tile % multiple == 0 and tiles == -(-n // max(chunk, multiple))
+    assert tiles * tile - n < tiles * multiple  # padding: less than one multiple per tile

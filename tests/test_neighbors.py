@@ -109,8 +109,8 @@ def test_bad_arguments_are_clear_errors():
 
 @pytest.mark.parametrize('metric', ['euclidean', 'manhattan', 'cosine'])
 def test_padding_rows_are_never_returned_even_when_every_real_row_is_far(metric):
-  # 130 rows pad to two blocks of 128; all real rows are far from the query (cosine distance
-  # near 2), and k asks for every real row
+  # 130 rows pad to whole blocks (9 of 16 for k = 130); all real rows are far from the query
+  # (cosine distance near 2), and k asks for every real row
   rng = np.random.default_rng(4)
   g = (rng.random((130, 3)) + 100).astype(np.float32)
   q = -g[:2] * 1000
@@ -134,13 +134,17 @@ def test_high_dimensional_codes_take_the_tiled_path_and_match(metric):
 
 
 def test_large_k_on_low_dimensional_codes_takes_the_tiled_path_and_matches():
-  # k * BLOCK * D beyond the two-pass budget: the tiled route with its unrolled Manhattan tile
+  # k * block_rows(k) * D beyond the two-pass budget: the tiled route with its unrolled
+  # Manhattan tile
+  from eval import neighbors
+  k, dim = 400, 48
+  assert k * neighbors.block_rows(k) * dim > neighbors._MAX_CANDIDATE_FLOATS // 64
   rng = np.random.default_rng(5)
-  q = rng.integers(-2, 3, (40, 32)).astype(np.float32)
-  g = rng.integers(-2, 3, (500, 32)).astype(np.float32)
+  q = rng.integers(-2, 3, (40, dim)).astype(np.float32)
+  g = rng.integers(-2, 3, (500, dim)).astype(np.float32)
   for metric in ('manhattan', 'euclidean'):
-    d, i = nearest_neighbors(q, g, 100, metric, gallery_chunk=128)
-    rd, ri = brute_force(q, g, 100, metric)
+    d, i = nearest_neighbors(q, g, k, metric, gallery_chunk=128)
+    rd, ri = brute_force(q, g, k, metric)
     np.testing.assert_allclose(d, rd, atol=1e-4)
     np.testing.assert_array_equal(i, ri)
 
@@ -165,3 +169,18 @@ def test_gallery_tiles_are_as_few_and_as_even_as_the_chunk_allows():
     tiles = -(-n // tile)
     assert tile % multiple == 0 and tiles == -(-n // max(chunk, multiple))
     assert tiles * tile - n < tiles * multiple  # padding: less than one multiple per tile
+
+
+def test_block_size_shrinks_for_large_k_and_the_search_stays_exact():
+  from eval.neighbors import block_rows
+  assert [block_rows(k) for k in (1, 10, 11, 32, 33, 64, 100, 101, 256, 1000)] == [
+      128, 128, 128, 128, 64, 64, 32, 32, 16, 16]
+  rng = np.random.default_rng(6)
+  g = rng.integers(-3, 4, (3000, 10)).astype(np.float32)  # many ties
+  q = rng.integers(-3, 4, (50, 10)).astype(np.float32)
+  for k in (33, 100):  # blocks of 64 and 32
+    for metric in ('euclidean', 'manhattan'):
+      d, i = nearest_neighbors(q, g, k, metric, gallery_chunk=1000)
+      rd, ri = brute_force(q, g, k, metric)
+      np.testing.assert_allclose(d, rd, atol=1e-5)
+      np.testing.assert_array_equal(i, ri)

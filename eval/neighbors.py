@@ -7,14 +7,15 @@ Low-dimensional codes take a two-pass route that avoids a top-k over every tile,
 part on a CPU: pass 1 reduces each distance tile to the minimum of every block of gallery rows
 (block_rows(k): 128 for k <= 32, fewer for larger k); the k blocks with the smallest minima hold
 every true neighbour (each neighbour's block has a minimum no larger than the k-th smallest block
-minimum); pass 2 gathers those k blocks per query, recomputes their distances and takes the
-top-k. Both passes compute a distance with the same unrolled sum over the few dimensions, so they
-agree to the bit. Pass 1 lays a tile out gallery-major ([rows, queries]) and takes the block minima by halving (min of the two halves,
-log2(block) times): XLA fuses distance and minima into one loop that vectorises along the
-queries and never writes the tile to memory (measured on a 2-core CPU: 6-8x faster than a matmul
-tile followed by a min-reduction). Padding rows are made infinitely far by their coordinates
-(_gallery_tiles), so that loop needs no mask. High-dimensional data (raw pixels) use a running top-k
-over tiles instead: a matmul tile for Euclidean and cosine, a cache-sized scan for Manhattan.
+minimum); pass 2 gathers those k blocks per query, recomputes their distances and takes the top-k.
+Both passes compute a distance with the same unrolled sum over the few dimensions, so they agree
+to the bit. Pass 1 lays a tile out gallery-major ([rows, queries]) and takes the block minima by
+halving (min of the two halves, log2(block) times): XLA fuses distance and minima into one loop
+that vectorises along the queries and never writes the tile to memory (measured on a 2-core CPU:
+6-8x faster than a matmul tile followed by a min-reduction). Padding rows are made infinitely far
+by their coordinates (_gallery_tiles), so that loop needs no mask. High-dimensional data (raw
+pixels) use a running top-k over tiles instead: a matmul tile for Euclidean and cosine, a
+cache-sized scan for Manhattan.
 """
 
 import functools

@@ -47,6 +47,14 @@ def test_cpu_train_step_options_follow_the_environment_and_this_jaxlib(monkeypat
   assert options == {name: True} and 'xla_cpu_no_such_option' in caplog.text
 
 
+def _forward_inputs(config, mesh):
+  """What make_batched_fn's programs take: a train state, the model, 8 images, their indices."""
+  state = train.create_train_state(config, mesh, total_steps=10)
+  images = parallel.put(np.zeros((8, 32, 32, 3), np.uint8), parallel.replicated(mesh))
+  idx = parallel.put(np.arange(8, dtype=np.int32), parallel.data_sharded(mesh))
+  return state, create_model(config.model), images, idx
+
+
 def test_cpu_forward_programs_run_the_encoder_convolutions_outside_ynnpack(monkeypatch):
   """make_batched_fn compiles with CPU_INFERENCE_COMPILER_OPTIONS: each of the encoder's
   convolutions is then an instruction of its own (XLA's Eigen convolution), not a YNNPACK fusion
@@ -55,10 +63,7 @@ def test_cpu_forward_programs_run_the_encoder_convolutions_outside_ynnpack(monke
   mesh = parallel.make_mesh()
   assert parallel.inference_compiler_options(mesh) == parallel.CPU_INFERENCE_COMPILER_OPTIONS
   config = tiny_config(model__encoder_features=(32, 64, 128))  # the default's (YNNPACK takes them)
-  state = train.create_train_state(config, mesh, total_steps=10)
-  model = create_model(config.model)
-  images = parallel.put(np.zeros((8, 32, 32, 3), np.uint8), parallel.replicated(mesh))
-  idx = parallel.put(np.arange(8, dtype=np.int32), parallel.data_sharded(mesh))
+  state, model, images, idx = _forward_inputs(config, mesh)
 
   def convolution_instructions():
     encode = train.make_batched_fn(mesh, lambda p, x, i: model.apply(p, x, method=model.encode))
@@ -78,10 +83,7 @@ def test_cpu_forward_options_change_nothing_but_the_convolutions(monkeypatch):
   monkeypatch.delenv('XLA_FLAGS', raising=False)
   mesh = parallel.make_mesh()
   config = tiny_config()
-  state = train.create_train_state(config, mesh, total_steps=10)
-  model = create_model(config.model)
-  images = parallel.put(np.zeros((8, 32, 32, 3), np.uint8), parallel.replicated(mesh))
-  idx = parallel.put(np.arange(8, dtype=np.int32), parallel.data_sharded(mesh))
+  state, model, images, idx = _forward_inputs(config, mesh)
 
   def sse(p, x, i):  # the decoder from the first pixels as codes
     z = x.reshape(x.shape[0], -1)[:, :config.model.latent_dim]

@@ -57,6 +57,21 @@ def time_call(fn, repeats):
   return statistics.median(times)
 
 
+def speed_ratios(seconds, ours='ours'):
+  """{ours_over_PEER: ratio of median speeds, ours_over_PEER_rounds: [min, median, max] of the
+  ratios within each round} from {impl: [seconds of its window in each round]}: the spread says
+  how far the machine's noise moves the one ratio."""
+  out = {}
+  for peer, times in seconds.items():
+    if peer == ours:
+      continue
+    out[f'{ours}_over_{peer}'] = round(statistics.median(times) / statistics.median(seconds[ours]), 3)
+    rounds = sorted(t / o for t, o in zip(times, seconds[ours]))
+    out[f'{ours}_over_{peer}_rounds'] = [round(r, 3) for r in
+                                         (rounds[0], statistics.median(rounds), rounds[-1])]
+  return out
+
+
 def matmul_peak_flops(n=2048, repeats=5):
   """Measured fp32 matmul FLOP/s of the default JAX device (an n x n by n x n product)."""
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)

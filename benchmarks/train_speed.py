@@ -5,7 +5,9 @@
 Ours: the jitted step of ae.train (batch gathered on device, noise std 0.1 drawn and clipped in
 the step, Adam update included). Peers (--peers, needs benchmarks/requirements.txt): the same
 architecture, loss, optimizer, noise and batch in Keras 3 on TensorFlow and in PyTorch, timed in
-windows that alternate with ours. Each impl's number is the median of its windows.
+windows that alternate with ours. Each impl's number is the median of its windows; the ratio
+line gives ours / peer and, since the machine's speed drifts, the spread of that ratio over the
+rounds (min, median, max of the ratios within each round).
 """
 
 import statistics
@@ -170,9 +172,7 @@ def main(argv):
                     steps_per_jit=FLAGS.steps_per_jit)
       common.emit(**line)
     if FLAGS.peers:
-      common.emit(bench='train_step_ratio', batch_size=b,
-                  **{f'ours_over_{k}': round(rates['ours'] / rates[k], 3)
-                     for k in rates if k != 'ours'})
+      common.emit(bench='train_step_ratio', batch_size=b, **common.speed_ratios(times))
 
 
 if __name__ == '__main__':

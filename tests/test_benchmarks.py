@@ -46,6 +46,14 @@ def test_train_speed_reports_images_per_second_and_flops():
   assert 80e6 < line['flops_per_image'] < 90e6  # the seed model: about 82 MFLOP per image
 
 
+def test_speed_ratios_give_the_ratio_of_medians_and_its_spread_over_the_rounds():
+  from benchmarks import common
+  seconds = {'ours': [1.0, 2.0, 1.0], 'keras': [2.0, 2.0, 1.5], 'torch': [3.0, 3.0, 3.0]}
+  assert common.speed_ratios(seconds) == {
+      'ours_over_keras': 2.0, 'ours_over_keras_rounds': [1.0, 1.5, 2.0],
+      'ours_over_torch': 3.0, 'ours_over_torch_rounds': [1.5, 3.0, 3.0]}
+
+
 def test_step_profile_splits_the_step_into_its_parts():
   lines = _lines(run_python(['-m', 'benchmarks.step_profile', '--steps=2', '--num_images=64',
                              '--batch_size=16', '--top=5']))

@@ -4,12 +4,15 @@
 
 Ours: the jitted step of ae.train (batch gathered on device, noise std 0.1 drawn and clipped in
 the step, Adam update included). Peers (--peers, needs benchmarks/requirements.txt): the same
-architecture, loss, optimizer, noise and batch in Keras 3 on TensorFlow and in PyTorch, timed in
-windows that alternate with ours. Each impl's number is the median of its windows; the ratio
+architecture, loss, optimizer, noise and batch in Keras 3 on TensorFlow and in PyTorch, each in a
+Python process of its own (common.PeerProcess: as its users run it, without the one-arena malloc
+setting ours trains with and beside no other framework), timed in windows that alternate with
+ours. Each impl's number is the median of its windows; the ratio
 line gives ours / peer and, since the machine's speed drifts, the spread of that ratio over the
 rounds (min, median, max of the ratios within each round).
 """
 
+import os
 import statistics
 
 import jax
@@ -29,6 +32,8 @@ flags.DEFINE_integer('steps', 10, 'train steps per window')
 flags.DEFINE_integer('num_images', 10000, 'images resident on device to gather batches from')
 flags.DEFINE_float('noise_std', 0.1, 'input noise')
 flags.DEFINE_integer('steps_per_jit', 1, 'steps per jitted call (lax.scan)')
+flags.DEFINE_enum('peer', None, ['keras', 'torch'],
+                  'internal, started by --peers: serve this peer\'s timed windows from this process')
 
 
 def ours(batch_size, num_images, noise_std, steps, steps_per_jit):
@@ -132,47 +137,63 @@ def torch_peer(batch_size, num_images, noise_std, steps):
   def window():
     for _ in range(steps):
       loss = step()
-    float(loss)
+    float(loss.detach())
 
   window()
   return window
 
 
+PEERS = {'keras': keras_peer, 'torch': torch_peer}
+
+
 def main(argv):
   del argv
+  b, n, s = FLAGS.batch_size, FLAGS.num_images, FLAGS.steps
+  if FLAGS.peer:  # a peer's own process (started by --peers): none of our runtime settings
+    common.serve_windows(PEERS[FLAGS.peer](b, n, FLAGS.noise_std, s))
+    return
+  peer_env = dict(os.environ)  # the peers get the environment as it came, not our defaults
   parallel.set_runtime_defaults()  # as main.py: before JAX starts its backends
   common.emit_machine()
+  peers = []
   with host_memory.reuse_freed_memory():  # as in the training loop
-    b, n, s = FLAGS.batch_size, FLAGS.num_images, FLAGS.steps
-    impls = {'ours': None}
-    impls['ours'], flops = ours(b, n, FLAGS.noise_std, s, FLAGS.steps_per_jit)
+    ours_window, flops = ours(b, n, FLAGS.noise_std, s, FLAGS.steps_per_jit)
+    timers = {'ours': lambda: common.time_call(ours_window, 1)}
     # Before the peers start: measured after their windows, the peak came out at 74 GFLOP/s on the
     # 2-core machine that gives 117-122 alone (and a fraction of peak too high by that much).
     peak = common.matmul_peak_flops()
-    if FLAGS.peers:
-      # torch._dynamo (imported by torch.optim) segfaults when first imported after TensorFlow
-      # (seen with TF 2.21 and torch 2.13 and 2.14.1): import it first.
-      import torch._dynamo  # noqa: F401
-      impls['keras'] = keras_peer(b, n, FLAGS.noise_std, s)
-      impls['torch'] = torch_peer(b, n, FLAGS.noise_std, s)
-    times = {k: [] for k in impls}
-    for w in range(FLAGS.windows):  # alternate so that machine noise hits every impl alike
-      for name, window in impls.items():
-        times[name].append(common.time_call(window, 1))
-      common.log(f'window {w + 1}/{FLAGS.windows}: ' +
-                 ', '.join(f'{k} {b * s / t[-1]:.0f} imgs/s' for k, t in times.items()))
-    rates = {k: b * s / statistics.median(t) for k, t in times.items()}
-    for name, rate in rates.items():
-      line = {'bench': 'train_step', 'impl': name, 'batch_size': b, 'imgs_per_s': round(rate, 1),
-              'devices': jax.device_count(), 'backend': jax.default_backend(),
-              'windows': FLAGS.windows, 'steps_per_window': s}
-      if name == 'ours':
-        line.update(flops_per_image=flops, matmul_peak_gflops=round(peak / 1e9, 1),
-                    fraction_of_matmul_peak=round(rate * flops / peak, 3),
-                    steps_per_jit=FLAGS.steps_per_jit)
-      common.emit(**line)
-    if FLAGS.peers:
-      common.emit(bench='train_step_ratio', batch_size=b, **common.speed_ratios(times))
+    try:
+      for name in PEERS if FLAGS.peers else ():
+        common.log(f'starting the {name} peer in a process of its own')
+        peers.append(common.PeerProcess(
+            name, ['-m', 'benchmarks.train_speed', f'--peer={name}', f'--batch_size={b}',
+                   f'--num_images={n}', f'--steps={s}', f'--noise_std={FLAGS.noise_std}'],
+            env=peer_env))
+        timers[name] = peers[-1].window
+      times = {k: [] for k in timers}
+      for w in range(FLAGS.windows):  # alternate so that machine noise hits every impl alike
+        for name, timer in timers.items():
+          times[name].append(timer())
+        common.log(f'window {w + 1}/{FLAGS.windows}: ' +
+                   ', '.join(f'{k} {b * s / t[-1]:.0f} imgs/s' for k, t in times.items()))
+    finally:
+      for peer in peers:
+        peer.close()
+  rates = {k: b * s / statistics.median(t) for k, t in times.items()}
+  for name, rate in rates.items():
+    line = {'bench': 'train_step', 'impl': name, 'batch_size': b, 'imgs_per_s': round(rate, 1),
+            'devices': jax.device_count(), 'backend': jax.default_backend(),
+            'windows': FLAGS.windows, 'steps_per_window': s}
+    if name == 'ours':
+      line.update(flops_per_image=flops, matmul_peak_gflops=round(peak / 1e9, 1),
+                  fraction_of_matmul_peak=round(rate * flops / peak, 3),
+                  steps_per_jit=FLAGS.steps_per_jit)
+    else:  # its own process, with the allocator's own settings unless the environment sets them
+      tuned = any(k in peer_env for k in host_memory.USER_SETTINGS)
+      line.update(process='own', malloc='environment' if tuned else 'default')
+    common.emit(**line)
+  if FLAGS.peers:
+    common.emit(bench='train_step_ratio', batch_size=b, **common.speed_ratios(times))
 
 
 if __name__ == '__main__':

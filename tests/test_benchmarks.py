@@ -7,6 +7,8 @@ import os
 import platform
 import re
 
+import pytest
+
 from ae import host_memory
 from conftest import ROOT, run_python
 
@@ -52,6 +54,21 @@ def test_speed_ratios_give_the_ratio_of_medians_and_its_spread_over_the_rounds()
   assert common.speed_ratios(seconds) == {
       'ours_over_keras': 2.0, 'ours_over_keras_rounds': [1.0, 1.5, 2.0],
       'ours_over_torch': 3.0, 'ours_over_torch_rounds': [1.5, 3.0, 3.0]}
+
+
+def test_a_peer_in_its_own_process_is_timed_window_by_window():
+  from benchmarks import common
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  code = ('import time; from benchmarks import common; print("a line of its own"); '
+          'common.serve_windows(lambda: time.sleep(0.05))')
+  peer = common.PeerProcess('sleeper', ['-c', code], env=env)
+  try:
+    seconds = [peer.window() for _ in range(3)]
+  finally:
+    peer.close()
+  assert all(0.05 <= t < 2.0 for t in seconds), seconds
+  with pytest.raises(RuntimeError, match='the broken peer exited with status 3 before answering'):
+    common.PeerProcess('broken', ['-c', 'import sys; sys.exit(3)'], env=env)
 
 
 def test_step_profile_splits_the_step_into_its_parts():

@@ -63,10 +63,10 @@ _READY, _WINDOW_S = 'peer_ready', 'peer_window_s'
 
 class PeerProcess:
   """A peer implementation in a Python process of its own, timed one window at a time: so that it
-  runs as its users run it (glibc's own malloc behaviour, not the one-arena setting ours trains
-  with, measured to move PyTorch's speed by 10%; its own thread pools beside no other framework's),
-  while its windows still alternate with ours. The process runs `python ARGS` and must call
-  serve_windows; its stderr is this process's."""
+  runs as its users run it (the allocator's own settings, not the one-arena setting ours trains
+  with, which made PyTorch 10% slower on one machine; its thread pools beside no other
+  framework's), while its windows still alternate with ours. The process runs `python ARGS` and
+  must call serve_windows; its stderr is this process's."""
 
   def __init__(self, name, args, env=None):
     self.name = name
@@ -93,13 +93,12 @@ class PeerProcess:
     self._proc.wait(timeout=120)
 
 
-def serve_windows(window, requests=None, answers=None):
+def serve_windows(window):
   """A peer process's side of PeerProcess: says it is ready, then times window() once per line
-  read (default stdin) and answers with the seconds (default stdout) until the input ends."""
-  requests, answers = requests or sys.stdin, answers or sys.stdout
-  print(_READY, file=answers, flush=True)
-  for _ in requests:
-    print(f'{_WINDOW_S} {time_call(window, 1)!r}', file=answers, flush=True)
+  on stdin and answers on stdout with the seconds, until stdin ends."""
+  print(_READY, flush=True)
+  for _ in sys.stdin:
+    print(f'{_WINDOW_S} {time_call(window, 1)!r}', flush=True)
 
 
 def speed_ratios(seconds, ours='ours'):

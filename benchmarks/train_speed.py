@@ -7,9 +7,9 @@ the step, Adam update included). Peers (--peers, needs benchmarks/requirements.t
 architecture, loss, optimizer, noise and batch in Keras 3 on TensorFlow and in PyTorch, each in a
 Python process of its own (common.PeerProcess: as its users run it, without the one-arena malloc
 setting ours trains with and beside no other framework), timed in windows that alternate with
-ours. Each impl's number is the median of its windows; the ratio
-line gives ours / peer and, since the machine's speed drifts, the spread of that ratio over the
-rounds (min, median, max of the ratios within each round).
+ours. Each impl's number is the median of its windows; the ratio line gives ours / peer and, since
+the machine's speed drifts, the spread of that ratio over the rounds (min, median, max of the
+ratios within each round).
 """
 
 import os

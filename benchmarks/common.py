@@ -4,7 +4,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -56,49 +55,6 @@ def time_call(fn, repeats):
     fn()
     times.append(time.perf_counter() - t)
   return statistics.median(times)
-
-
-_READY, _WINDOW_S = 'peer_ready', 'peer_window_s'
-
-
-class PeerProcess:
-  """A peer implementation in a Python process of its own, timed one window at a time: so that it
-  runs as its users run it (the allocator's own settings, not the one-arena setting ours trains
-  with, which made PyTorch 10% slower on one machine; its thread pools beside no other
-  framework's), while its windows still alternate with ours. The process runs `python ARGS` and
-  must call serve_windows; its stderr is this process's."""
-
-  def __init__(self, name, args, env=None):
-    self.name = name
-    self._proc = subprocess.Popen([sys.executable] + list(args), stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True, env=env)
-    self._answer(_READY)  # built and warmed up
-
-  def _answer(self, key):
-    for line in self._proc.stdout:
-      if line.startswith(key):
-        return line[len(key):].strip()
-      sys.stderr.write(line)  # whatever else the peer prints
-    raise RuntimeError(f'the {self.name} peer exited with status {self._proc.wait()} before '
-                       'answering (its error is above)')
-
-  def window(self):
-    """Seconds of one window, timed in the peer's process."""
-    self._proc.stdin.write('window\n')
-    self._proc.stdin.flush()
-    return float(self._answer(_WINDOW_S))
-
-  def close(self):
-    self._proc.stdin.close()
-    self._proc.wait(timeout=120)
-
-
-def serve_windows(window):
-  """A peer process's side of PeerProcess: says it is ready, then times window() once per line
-  on stdin and answers on stdout with the seconds, until stdin ends."""
-  print(_READY, flush=True)
-  for _ in sys.stdin:
-    print(f'{_WINDOW_S} {time_call(window, 1)!r}', flush=True)
 
 
 def speed_ratios(seconds, ours='ours'):

@@ -2,14 +2,14 @@
 
     python -m benchmarks.train_speed [--batch_size=128] [--peers]
 
-Ours: the jitted step of ae.train (batch gathered on device, noise std 0.1 drawn and clipped in
-the step, Adam update included). Peers (--peers, needs benchmarks/requirements.txt): the same
+Ours: the jitted step of ae.train (batch gathered on device, noise std 0.1 drawn and clipped in the
+step, Adam update included). Peers (--peers, needs benchmarks/requirements.txt): the same
 architecture, loss, optimizer, noise and batch in Keras 3 on TensorFlow and in PyTorch, each in a
-Python process of its own (common.PeerProcess: as its users run it, without the one-arena malloc
-setting ours trains with and beside no other framework), timed in windows that alternate with
-ours. Each impl's number is the median of its windows; the ratio line gives ours / peer and, since
-the machine's speed drifts, the spread of that ratio over the rounds (min, median, max of the
-ratios within each round).
+Python process of its own (benchmarks/train_peers.py, in peer_process.PeerProcess: as its users run
+it, without the one-arena malloc setting ours trains with and beside no other framework), timed in
+windows that alternate with ours. Each impl's number is the median of its windows; the ratio line
+gives ours / peer and, since the machine's speed drifts, the spread of that ratio over the rounds
+(min, median, max of the ratios within each round).
 """
 
 import os
@@ -23,6 +23,8 @@ from jax.sharding import Mesh
 
 from ae import host_memory, parallel
 from benchmarks import common
+from benchmarks.peer_process import PeerProcess
+from benchmarks.train_peers import PEERS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('batch_size', 128, 'global batch')
@@ -32,8 +34,6 @@ flags.DEFINE_integer('steps', 10, 'train steps per window')
 flags.DEFINE_integer('num_images', 10000, 'images resident on device to gather batches from')
 flags.DEFINE_float('noise_std', 0.1, 'input noise')
 flags.DEFINE_integer('steps_per_jit', 1, 'steps per jitted call (lax.scan)')
-flags.DEFINE_enum('peer', None, ['keras', 'torch'],
-                  'internal, started by --peers: serve this peer\'s timed windows from this process')
 
 
 def ours(batch_size, num_images, noise_std, steps, steps_per_jit):
@@ -79,79 +79,9 @@ def step_flops_per_image(config, noise_std):
   return float(cost['flops']) / b
 
 
-def keras_peer(batch_size, num_images, noise_std, steps):
-  import keras
-  from keras import layers
-  inp = keras.Input((32, 32, 3))
-  x = layers.GaussianNoise(noise_std)(inp)
-  x = layers.Lambda(lambda t: keras.ops.clip(t, 0.0, 1.0))(x)
-  x = layers.Conv2D(32, 3, activation='relu')(x)
-  x = layers.MaxPooling2D(2)(x)
-  x = layers.Conv2D(64, 3, activation='relu')(x)
-  x = layers.MaxPooling2D(2)(x)
-  x = layers.Conv2D(128, 3, activation='relu')(x)
-  x = layers.Dense(10)(layers.Flatten()(x))
-  for f in (512, 1024, 2048):
-    x = layers.Dense(f, activation='relu')(x)
-  out = layers.Reshape((32, 32, 3))(layers.Dense(3072, activation='sigmoid')(x))
-  model = keras.Model(inp, out)
-  assert model.count_params() == 9_038_410
-  model.compile(optimizer=keras.optimizers.Adam(1e-3), loss='mse')
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (num_images, 32, 32, 3), dtype=np.uint8)
-  batches = [(images[rng.integers(0, num_images, batch_size)] / 255.0).astype(np.float32)
-             for _ in range(4)]
-
-  def window():
-    for i in range(steps):
-      loss = model.train_on_batch(batches[i % 4], batches[i % 4])
-    float(loss)
-
-  window()
-  return window
-
-
-def torch_peer(batch_size, num_images, noise_std, steps):
-  import torch
-  from torch import nn
-  model = nn.Sequential(
-      nn.Conv2d(3, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(),
-      nn.MaxPool2d(2), nn.Conv2d(64, 128, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2048, 10),
-      nn.Linear(10, 512), nn.ReLU(), nn.Linear(512, 1024), nn.ReLU(), nn.Linear(1024, 2048),
-      nn.ReLU(), nn.Linear(2048, 3072), nn.Sigmoid())
-  assert sum(p.numel() for p in model.parameters()) == 9_038_410
-  opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-  gen = torch.Generator().manual_seed(0)
-  images = torch.randint(0, 256, (num_images, 3, 32, 32), dtype=torch.uint8, generator=gen)
-
-  def step():
-    idx = torch.randint(0, num_images, (batch_size,), generator=gen)
-    clean = images[idx].float() / 255.0
-    noisy = (clean + noise_std * torch.randn_like(clean)).clamp(0.0, 1.0)
-    loss = torch.mean((model(noisy).reshape(-1, 3, 32, 32) - clean) ** 2)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss
-
-  def window():
-    for _ in range(steps):
-      loss = step()
-    float(loss.detach())
-
-  window()
-  return window
-
-
-PEERS = {'keras': keras_peer, 'torch': torch_peer}
-
-
 def main(argv):
   del argv
   b, n, s = FLAGS.batch_size, FLAGS.num_images, FLAGS.steps
-  if FLAGS.peer:  # a peer's own process (started by --peers): none of our runtime settings
-    common.serve_windows(PEERS[FLAGS.peer](b, n, FLAGS.noise_std, s))
-    return
   peer_env = dict(os.environ)  # the peers get the environment as it came, not our defaults
   parallel.set_runtime_defaults()  # as main.py: before JAX starts its backends
   common.emit_machine()
@@ -165,10 +95,9 @@ def main(argv):
     try:
       for name in PEERS if FLAGS.peers else ():
         common.log(f'starting the {name} peer in a process of its own')
-        peers.append(common.PeerProcess(
-            name, ['-m', 'benchmarks.train_speed', f'--peer={name}', f'--batch_size={b}',
-                   f'--num_images={n}', f'--steps={s}', f'--noise_std={FLAGS.noise_std}'],
-            env=peer_env))
+        peers.append(PeerProcess(
+            name, ['-m', 'benchmarks.train_peers', name, f'--batch_size={b}', f'--num_images={n}',
+                   f'--steps={s}', f'--noise_std={FLAGS.noise_std}'], env=peer_env))
         timers[name] = peers[-1].window
       times = {k: [] for k in timers}
       for w in range(FLAGS.windows):  # alternate so that machine noise hits every impl alike

@@ -57,18 +57,26 @@ def test_speed_ratios_give_the_ratio_of_medians_and_its_spread_over_the_rounds()
 
 
 def test_a_peer_in_its_own_process_is_timed_window_by_window():
-  from benchmarks import common
+  from benchmarks.peer_process import PeerProcess
   env = dict(os.environ, PYTHONPATH=ROOT)
-  code = ('import time; from benchmarks import common; print("a line of its own"); '
-          'common.serve_windows(lambda: time.sleep(0.05))')
-  peer = common.PeerProcess('sleeper', ['-c', code], env=env)
+  code = ('import time; from benchmarks.peer_process import serve_windows; '
+          'print("a line of its own"); serve_windows(lambda: time.sleep(0.05))')
+  peer = PeerProcess('sleeper', ['-c', code], env=env)
   try:
     seconds = [peer.window() for _ in range(3)]
   finally:
     peer.close()
   assert all(0.05 <= t < 2.0 for t in seconds), seconds
   with pytest.raises(RuntimeError, match='the broken peer exited with status 3 before answering'):
-    common.PeerProcess('broken', ['-c', 'import sys; sys.exit(3)'], env=env)
+    PeerProcess('broken', ['-c', 'import sys; sys.exit(3)'], env=env)
+
+
+def test_the_peers_processes_load_no_jax_and_none_of_our_settings():
+  code = ('import sys, benchmarks.train_peers as p; '
+          'print(sorted(p.PEERS), [m for m in sys.modules if m.split(".")[0] in ("jax", "ae")])')
+  proc = run_python(['-c', code])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.split() == ["['keras',", "'torch']", '[]']
 
 
 def test_step_profile_splits_the_step_into_its_parts():

@@ -16,11 +16,9 @@ _READY, _WINDOW_S = 'peer_ready', 'peer_window_s'
 
 
 class PeerProcess:
-  """A peer implementation in a Python process of its own, timed one window at a time: so that it
-  runs as its users run it (the allocator's own settings, not the one-arena setting ours trains
-  with, which made PyTorch 10% slower on one machine; its thread pools beside no other
-  framework's), while its windows still alternate with ours. The process runs `python ARGS` and
-  must call serve_windows; its stderr is this process's."""
+  """A peer in a Python process of its own (why: the module docstring), timed one window at a time
+  so that its windows alternate with ours. The process runs `python ARGS` and must call
+  serve_windows; its stderr is this process's."""
 
   def __init__(self, name, args, env=None):
     self.name = name
@@ -49,7 +47,8 @@ class PeerProcess:
 
 def serve_windows(window):
   """A peer process's side of PeerProcess: says it is ready, then times window() once per line
-  on stdin and answers on stdout with the seconds, until stdin ends."""
+  on stdin and answers on stdout with the seconds, until stdin ends. (It times with perf_counter
+  itself: benchmarks.common.time_call would load JAX into the peer's process.)"""
   print(_READY, flush=True)
   for _ in sys.stdin:
     start = time.perf_counter()

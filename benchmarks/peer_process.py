@@ -8,6 +8,7 @@ of its own it runs as its users run it. Standard library only, so that a peer's 
 nothing of ours but this.
 """
 
+import json
 import subprocess
 import sys
 import time
@@ -18,13 +19,14 @@ _READY, _WINDOW_S = 'peer_ready', 'peer_window_s'
 class PeerProcess:
   """A peer in a Python process of its own (why: the module docstring), timed one window at a time
   so that its windows alternate with ours. The process runs `python ARGS` and must call
-  serve_windows; its stderr is this process's."""
+  serve_windows; its stderr is this process's. .about is what the peer says of itself (its
+  framework's version, the device it computes on)."""
 
   def __init__(self, name, args, env=None):
     self.name = name
     self._proc = subprocess.Popen([sys.executable] + list(args), stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True, env=env)
-    self._answer(_READY)  # built and warmed up
+    self.about = json.loads(self._answer(_READY))  # built and warmed up
 
   def _answer(self, key):
     for line in self._proc.stdout:
@@ -45,11 +47,12 @@ class PeerProcess:
     self._proc.wait(timeout=120)
 
 
-def serve_windows(window):
-  """A peer process's side of PeerProcess: says it is ready, then times window() once per line
-  on stdin and answers on stdout with the seconds, until stdin ends. (It times with perf_counter
-  itself: benchmarks.common.time_call would load JAX into the peer's process.)"""
-  print(_READY, flush=True)
+def serve_windows(window, about):
+  """A peer process's side of PeerProcess: says it is ready (with `about`, a JSON-able dict that
+  describes the peer), then times window() once per line on stdin and answers on stdout with the
+  seconds, until stdin ends. (It times with perf_counter itself: benchmarks.common.time_call
+  would load JAX into the peer's process.)"""
+  print(_READY, json.dumps(about), flush=True)
   for _ in sys.stdin:
     start = time.perf_counter()
     window()

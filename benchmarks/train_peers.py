@@ -6,8 +6,9 @@ benchmarks.train_speed --peers.
 
 train_speed starts one such process per peer (peer_process.PeerProcess). Each builds the seed's
 architecture (9,038,410 parameters) with the same loss, optimizer, noise and batch as ours, warms it
-up with one window, then times one window of --steps train steps per request. Needs the packages in
-benchmarks/requirements.txt; imports no JAX.
+up with one window, then times one window of --steps train steps per request; it says which
+framework versions and which device it runs on. Needs the packages in benchmarks/requirements.txt;
+imports no JAX.
 """
 
 import argparse
@@ -18,7 +19,9 @@ from benchmarks.peer_process import serve_windows
 
 
 def keras_peer(batch_size, num_images, noise_std, steps):
+  """(window, about) of the Keras 3 / TensorFlow step."""
   import keras
+  import tensorflow as tf
   from keras import layers
   inp = keras.Input((32, 32, 3))
   x = layers.GaussianNoise(noise_std)(inp)
@@ -46,10 +49,12 @@ def keras_peer(batch_size, num_images, noise_std, steps):
     float(loss)
 
   window()
-  return window
+  return window, {'framework': f'keras {keras.__version__}, tensorflow {tf.__version__}',
+                  'backend': 'gpu' if tf.config.list_logical_devices('GPU') else 'cpu'}
 
 
 def torch_peer(batch_size, num_images, noise_std, steps):
+  """(window, about) of the PyTorch step (on the CPU: its tensors are made there)."""
   import torch
   from torch import nn
   model = nn.Sequential(
@@ -78,7 +83,8 @@ def torch_peer(batch_size, num_images, noise_std, steps):
     float(loss.detach())
 
   window()
-  return window
+  return window, {'framework': f'torch {torch.__version__}', 'backend': 'cpu',
+                  'threads': torch.get_num_threads()}
 
 
 PEERS = {'keras': keras_peer, 'torch': torch_peer}
@@ -92,7 +98,7 @@ def main():
   parser.add_argument('--noise_std', type=float, default=0.1)
   parser.add_argument('--steps', type=int, default=10)
   args = parser.parse_args()
-  serve_windows(PEERS[args.peer](args.batch_size, args.num_images, args.noise_std, args.steps))
+  serve_windows(*PEERS[args.peer](args.batch_size, args.num_images, args.noise_std, args.steps))
 
 
 if __name__ == '__main__':

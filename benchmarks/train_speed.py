@@ -85,7 +85,7 @@ def main(argv):
   peer_env = dict(os.environ)  # the peers get the environment as it came, not our defaults
   parallel.set_runtime_defaults()  # as main.py: before JAX starts its backends
   common.emit_machine()
-  peers = []
+  peers, about = [], {}
   with host_memory.reuse_freed_memory():  # as in the training loop
     ours_window, flops = ours(b, n, FLAGS.noise_std, s, FLAGS.steps_per_jit)
     timers = {'ours': lambda: common.time_call(ours_window, 1)}
@@ -98,7 +98,7 @@ def main(argv):
         peers.append(PeerProcess(
             name, ['-m', 'benchmarks.train_peers', name, f'--batch_size={b}', f'--num_images={n}',
                    f'--steps={s}', f'--noise_std={FLAGS.noise_std}'], env=peer_env))
-        timers[name] = peers[-1].window
+        timers[name], about[name] = peers[-1].window, peers[-1].about
       times = {k: [] for k in timers}
       for w in range(FLAGS.windows):  # alternate so that machine noise hits every impl alike
         for name, timer in timers.items():
@@ -111,15 +111,15 @@ def main(argv):
   rates = {k: b * s / statistics.median(t) for k, t in times.items()}
   for name, rate in rates.items():
     line = {'bench': 'train_step', 'impl': name, 'batch_size': b, 'imgs_per_s': round(rate, 1),
-            'devices': jax.device_count(), 'backend': jax.default_backend(),
             'windows': FLAGS.windows, 'steps_per_window': s}
     if name == 'ours':
-      line.update(flops_per_image=flops, matmul_peak_gflops=round(peak / 1e9, 1),
+      line.update(devices=jax.device_count(), backend=jax.default_backend(),
+                  flops_per_image=flops, matmul_peak_gflops=round(peak / 1e9, 1),
                   fraction_of_matmul_peak=round(rate * flops / peak, 3),
                   steps_per_jit=FLAGS.steps_per_jit)
     else:  # its own process, with the allocator's own settings unless the environment sets them
       tuned = any(k in peer_env for k in host_memory.USER_SETTINGS)
-      line.update(process='own', malloc='environment' if tuned else 'default')
+      line.update(about[name], process='own', malloc='environment' if tuned else 'default')
     common.emit(**line)
   if FLAGS.peers:
     common.emit(bench='train_step_ratio', batch_size=b, **common.speed_ratios(times))

@@ -60,13 +60,15 @@ def test_a_peer_in_its_own_process_is_timed_window_by_window():
   from benchmarks.peer_process import PeerProcess
   env = dict(os.environ, PYTHONPATH=ROOT)
   code = ('import time; from benchmarks.peer_process import serve_windows; '
-          'print("a line of its own"); serve_windows(lambda: time.sleep(0.05))')
+          'print("a line of its own"); '
+          'serve_windows(lambda: time.sleep(0.05), {"framework": "sleep", "backend": "cpu"})')
   peer = PeerProcess('sleeper', ['-c', code], env=env)
   try:
     seconds = [peer.window() for _ in range(3)]
   finally:
     peer.close()
   assert all(0.05 <= t < 2.0 for t in seconds), seconds
+  assert peer.about == {'framework': 'sleep', 'backend': 'cpu'}
   with pytest.raises(RuntimeError, match='the broken peer exited with status 3 before answering'):
     PeerProcess('broken', ['-c', 'import sys; sys.exit(3)'], env=env)
 

@@ -49,7 +49,8 @@ def keras_peer(batch_size, num_images, noise_std, steps):
     float(loss)
 
   window()
-  return window, {'framework': f'keras {keras.__version__}, tensorflow {tf.__version__}',
+  return window, {'framework': f'keras {keras.__version__} ({keras.backend.backend()} backend), '
+                               f'tensorflow {tf.__version__}',
                   'backend': 'gpu' if tf.config.list_logical_devices('GPU') else 'cpu'}
 
 

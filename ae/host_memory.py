@@ -32,8 +32,15 @@ _WHILE_TRAINING = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2 ** 31 - 1))
 one_arena = False  # whether use_one_arena has set one arena for all threads of this process
 
 
+def tuned_by_user(environ=None):
+  """Whether the environment (default: this process's) tunes glibc's allocator (USER_SETTINGS),
+  in which case this module changes nothing."""
+  environ = os.environ if environ is None else environ
+  return any(name in environ for name in USER_SETTINGS)
+
+
 def _libc():
-  if any(name in os.environ for name in USER_SETTINGS):
+  if tuned_by_user():
     return None
   if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
     return None

@@ -109,6 +109,7 @@ def main(argv):
       for peer in peers:
         peer.close()
   rates = {k: b * s / statistics.median(t) for k, t in times.items()}
+  peer_malloc = 'environment' if host_memory.tuned_by_user(peer_env) else 'default'
   for name, rate in rates.items():
     line = {'bench': 'train_step', 'impl': name, 'batch_size': b, 'imgs_per_s': round(rate, 1),
             'windows': FLAGS.windows, 'steps_per_window': s}
@@ -118,8 +119,7 @@ def main(argv):
                   fraction_of_matmul_peak=round(rate * flops / peak, 3),
                   steps_per_jit=FLAGS.steps_per_jit)
     else:  # its own process, with the allocator's own settings unless the environment sets them
-      tuned = any(k in peer_env for k in host_memory.USER_SETTINGS)
-      line.update(about[name], process='own', malloc='environment' if tuned else 'default')
+      line.update(about[name], process='own', malloc=peer_malloc)
     common.emit(**line)
   if FLAGS.peers:
     common.emit(bench='train_step_ratio', batch_size=b, **common.speed_ratios(times))

@@ -57,6 +57,14 @@ def time_call(fn, repeats):
   return statistics.median(times)
 
 
+def own_process_fields(about, peer_env):
+  """The fields of a peer's line that say how it ran: what it said of itself (peer_process), in a
+  process of its own, with the allocator's own settings unless peer_env (the environment it was
+  started with) sets them."""
+  return dict(about, process='own',
+              malloc='environment' if host_memory.tuned_by_user(peer_env) else 'default')
+
+
 def speed_ratios(seconds, ours='ours'):
   """{ours_over_PEER: ratio of median speeds, ours_over_PEER_rounds: [min, median, max] of the
   ratios within each round} from {impl: [seconds of its window in each round]}: the spread says

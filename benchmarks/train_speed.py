@@ -109,7 +109,6 @@ def main(argv):
       for peer in peers:
         peer.close()
   rates = {k: b * s / statistics.median(t) for k, t in times.items()}
-  peer_malloc = 'environment' if host_memory.tuned_by_user(peer_env) else 'default'
   for name, rate in rates.items():
     line = {'bench': 'train_step', 'impl': name, 'batch_size': b, 'imgs_per_s': round(rate, 1),
             'windows': FLAGS.windows, 'steps_per_window': s}
@@ -118,8 +117,8 @@ def main(argv):
                   flops_per_image=flops, matmul_peak_gflops=round(peak / 1e9, 1),
                   fraction_of_matmul_peak=round(rate * flops / peak, 3),
                   steps_per_jit=FLAGS.steps_per_jit)
-    else:  # its own process, with the allocator's own settings unless the environment sets them
-      line.update(about[name], process='own', malloc=peer_malloc)
+    else:
+      line.update(common.own_process_fields(about[name], peer_env))
     common.emit(**line)
   if FLAGS.peers:
     common.emit(bench='train_step_ratio', batch_size=b, **common.speed_ratios(times))

@@ -74,11 +74,34 @@ def test_a_peer_in_its_own_process_is_timed_window_by_window():
 
 
 def test_the_peers_processes_load_no_jax_and_none_of_our_settings():
-  code = ('import sys, benchmarks.train_peers as p; '
-          'print(sorted(p.PEERS), [m for m in sys.modules if m.split(".")[0] in ("jax", "ae")])')
+  code = ('import sys, benchmarks.train_peers as t, benchmarks.query_peers as q; '
+          'print(sorted(t.PEERS) + sorted(q.PEERS), '
+          '[m for m in sys.modules if m.split(".")[0] in ("jax", "ae", "eval")])')
   proc = run_python(['-c', code])
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert proc.stdout.split() == ["['keras',", "'torch']", '[]']
+  assert proc.stdout.split() == ["['keras',", "'torch',", "'faiss',", "'sklearn']", '[]']
+
+
+def test_a_query_peer_checks_its_neighbours_and_times_its_search_in_its_own_process():
+  from benchmarks.peer_process import PeerProcess
+  from eval.neighbors import METRICS
+  from benchmarks import query_peers
+  assert query_peers.METRICS == METRICS
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  peer = PeerProcess('sklearn', ['-m', 'benchmarks.query_peers', 'sklearn', '--metric=manhattan',
+                                 '--num_queries=300', '--num_gallery=2000', '--k=5'], env=env)
+  try:
+    seconds = [peer.window() for _ in range(2)]
+  finally:
+    peer.close()
+  assert all(0 < t < 30 for t in seconds), seconds
+  assert peer.about['framework'].startswith('scikit-learn ')
+  assert peer.about['same_neighbours_as_brute_force'] == 1.0
+  # The check itself: a wrong answer is counted as one.
+  q, g, sample = query_peers.make_codes(300, 2000, 10)
+  right = query_peers.brute_force_indices(q, g, 5, 'manhattan')
+  assert query_peers.same_as_brute_force(right, q, g, sample, 'manhattan') == 1.0
+  assert query_peers.same_as_brute_force(right[::-1], q, g, sample, 'manhattan') < 0.1
 
 
 def test_step_profile_splits_the_step_into_its_parts():

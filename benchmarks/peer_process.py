@@ -3,8 +3,9 @@
 The benchmarks compare our code with other frameworks side by side, alternating timed windows so
 that the machine's drifting speed hits every implementation alike. Inside our process a peer would
 run under our runtime settings (the one-arena malloc setting ours trains with, ae/host_memory.py,
-made PyTorch 10% slower on one machine) and beside the other frameworks' thread pools; in a process
-of its own it runs as its users run it. Standard library only, so that a peer's process loads
+made PyTorch 10% slower on one machine) and beside the other frameworks' thread pools (scikit-learn's
+Euclidean and Manhattan searches ran half as fast beside ours); in a process of its own it runs as
+its users run it. Standard library only, so that a peer's process loads
 nothing of ours but this.
 """
 
@@ -20,7 +21,8 @@ class PeerProcess:
   """A peer in a Python process of its own (why: the module docstring), timed one window at a time
   so that its windows alternate with ours. The process runs `python ARGS` and must call
   serve_windows; its stderr is this process's. .about is what the peer says of itself (its
-  framework's version, the device it computes on)."""
+  framework's version, the device it computes on; a search, how many of its answers it checked
+  right)."""
 
   def __init__(self, name, args, env=None):
     self.name = name

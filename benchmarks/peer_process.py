@@ -36,7 +36,8 @@ class PeerProcess:
         return line[len(key):].strip()
       sys.stderr.write(line)  # whatever else the peer prints
     raise RuntimeError(f'the {self.name} peer exited with status {self._proc.wait()} before '
-                       'answering (its error is above)')
+                       'answering (its error is above; the peers need the packages in '
+                       'benchmarks/requirements.txt: pip install -r benchmarks/requirements.txt)')
 
   def window(self):
     """Seconds of one window, timed in the peer's process."""

@@ -17,12 +17,20 @@ class PatchConv(nn.Module):
   2 cores, the gradients of the seed's first and last convolutions are 1.6-1.7x faster than with
   XLA's convolution, the middle one's as fast, and the whole train step faster.
 
-  With conv_op=True the forward pass is XLA's convolution instead (the same values up to float
-  rounding; the gradient still through the patches, see conv_forward). The encoder and the conv
-  decoder do so outside training on CPU devices (xla_convs): forward-only (compiled with
-  parallel.CPU_INFERENCE_COMPILER_OPTIONS) the seed's encoder is then 2x as fast and
-  configs/conv.py's whole model 1.5x; in the train step it was no faster (0.95-1.03x side by
-  side), and on a GPU it has not been measured.
+  lowering (conv_lowering chooses it per layer) says how it is computed, always with the same
+  values up to float rounding:
+  - 'patches': patch matrix times the kernel matrix, and so the gradient.
+  - 'xla_forward': XLA's convolution forward, the patches' gradient (conv_forward). The encoder
+    and the conv decoder outside training on CPU devices: forward-only (compiled with
+    parallel.CPU_INFERENCE_COMPILER_OPTIONS) the seed's encoder is then 2x as fast and
+    configs/conv.py's whole model 1.5x.
+  - 'xla': XLA's convolution, and both gradients as XLA convolutions too (xla_conv). The
+    encoder's pooled convolutions in training on CPU devices (compiled with
+    parallel.CPU_STEP_COMPILER_OPTIONS, which leave convolutions to XLA's own, Eigen): the seed's
+    train step 1.04-1.07x as fast by the median of 25 alternating windows, three times, on 2
+    AVX-512 cores (the same speed in the fastest windows); the unpooled third convolution and
+    the conv decoder's stay on the patches (0.99x and slower).
+  On a GPU every layer keeps the patches (not measured otherwise).
 
   With pool=True the output is max_pool_2x2(conv + bias), computed as max_pool_2x2(conv) + bias:
   the same values (adding a per-channel constant commutes with max, rounding included), with
@@ -35,7 +43,7 @@ class PatchConv(nn.Module):
   pool: bool = False
 
   @nn.compact
-  def __call__(self, x_NHWC, conv_op=False):
+  def __call__(self, x_NHWC, lowering='patches'):
     kh, kw = self.kernel_size
     c = x_NHWC.shape[-1]
     kernel = self.param('kernel', nn.initializers.lecun_normal(), (kh, kw, c, self.features))
@@ -45,10 +53,11 @@ class PatchConv(nn.Module):
     h, w = x_NHWC.shape[1] - kh + 1, x_NHWC.shape[2] - kw + 1
     if self.pool:  # an odd last row or column would be dropped by the pooling
       h, w = h // 2 * 2, w // 2 * 2
-    if conv_op:
-      y = conv_forward(x_NHWC[:, :h + kh - 1, :w + kw - 1], kernel)  # the input they read
-    else:
+    if lowering == 'patches':
       y = patch_conv(x_NHWC, kernel, h, w)
+    else:
+      conv = {'xla_forward': conv_forward, 'xla': xla_conv}[lowering]
+      y = conv(x_NHWC[:, :h + kh - 1, :w + kw - 1], kernel)  # the input they read
     return (max_pool_2x2(y) if self.pool else y) + bias
 
 
@@ -65,13 +74,16 @@ def patch_conv(x_NHWC, kernel_HWIO, h=None, w=None):
   return y.reshape(n, h, w, f)
 
 
-@jax.custom_vjp
-def conv_forward(x_NHWC, kernel_HWIO):
-  """patch_conv's values from XLA's convolution; its gradient is patch_conv's. XLA:CPU leaves the
-  gradient of a convolution inside a loop body (a lax.scan) in a layout its fast convolution does
-  not take, and computes it 15-20x slower (the train step: 1.6 s instead of 0.09 s)."""
+def _conv(x_NHWC, kernel_HWIO):
   return jax.lax.conv_general_dilated(x_NHWC, kernel_HWIO, (1, 1), 'VALID',
                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+@jax.custom_vjp
+def conv_forward(x_NHWC, kernel_HWIO):
+  """patch_conv's values from XLA's convolution; its gradient is patch_conv's (XLA's own gradient
+  of a convolution, see xla_conv, would be slow inside a loop)."""
+  return _conv(x_NHWC, kernel_HWIO)
 
 
 def _conv_forward_fwd(x_NHWC, kernel_HWIO):
@@ -85,10 +97,38 @@ def _conv_forward_bwd(inputs, dy):
 conv_forward.defvjp(_conv_forward_fwd, _conv_forward_bwd)
 
 
-def xla_convs(train):
-  """Whether PatchConv layers run forward through XLA's convolution (conv_op): outside
-  training, on CPU devices."""
-  return not train and jax.default_backend() == 'cpu'
+@jax.custom_vjp
+def xla_conv(x_NHWC, kernel_HWIO):
+  """patch_conv's values from XLA's convolution, and its gradients as XLA convolutions written in
+  the same NHWC / HWIO form. XLA's own gradient convolutions (as JAX differentiates one) are left,
+  inside a loop body such as the train step's lax.scan, in a layout XLA:CPU's fast convolution does
+  not take, and run 15-20x slower (the train step: 1.6 s instead of 0.09 s)."""
+  return _conv(x_NHWC, kernel_HWIO)
+
+
+def _xla_conv_bwd(inputs, dy):
+  x, kernel = inputs
+  kh, kw = kernel.shape[:2]
+  # d/dx: the full convolution of dy with the flipped kernel, its in and out channels swapped.
+  dy_full = jnp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+  dx = _conv(dy_full, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
+  # d/dkernel: the input with channels as the batch and images as the features [C, H, W, N],
+  # convolved with dy as an [h, w, N, F] kernel: [C, kh, kw, F].
+  dk = _conv(x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3)).transpose(1, 2, 0, 3)
+  return dx, dk
+
+
+xla_conv.defvjp(_conv_forward_fwd, _xla_conv_bwd)
+
+
+def conv_lowering(train, pooled=False):
+  """A PatchConv layer's lowering (see PatchConv): on CPU devices 'xla_forward' outside
+  training, 'xla' for a convolution whose output is pooled in training; 'patches' otherwise."""
+  if jax.default_backend() != 'cpu':
+    return 'patches'
+  if not train:
+    return 'xla_forward'
+  return 'xla' if pooled else 'patches'
 
 
 def max_pool_2x2(x_NHWC):
@@ -121,7 +161,7 @@ class Encoder(nn.Module):
       pool = i + 1 < len(self.features)
       fuse_pool = pool and self.norm == 'none'
       conv = PatchConv(f, (3, 3), padding=self.padding, pool=fuse_pool, name=f'Conv_{i}')
-      x_NHWC = conv(x_NHWC, conv_op=xla_convs(train))
+      x_NHWC = conv(x_NHWC, conv_lowering(train, pooled=pool))
       if self.norm == 'group':
         x_NHWC = nn.GroupNorm(num_groups=min(8, f))(x_NHWC)
       if pool and not fuse_pool:
@@ -171,10 +211,10 @@ class ConvDecoder(nn.Module):
     start = IMAGE_SHAPE[0] // 2 ** len(self.features)
     h = nn.relu(nn.Dense(start * start * self.features[0])(z_ND))
     h = h.reshape(z_ND.shape[0], start, start, self.features[0])
-    conv_op = xla_convs(train)
+    lowering = conv_lowering(train)
     for f in self.features:
-      h = nn.relu(depth_to_space_2x(PatchConv(4 * f, (3, 3), padding='SAME')(h, conv_op)))
-    return nn.sigmoid(PatchConv(IMAGE_SHAPE[2], (3, 3), padding='SAME')(h, conv_op))
+      h = nn.relu(depth_to_space_2x(PatchConv(4 * f, (3, 3), padding='SAME')(h, lowering)))
+    return nn.sigmoid(PatchConv(IMAGE_SHAPE[2], (3, 3), padding='SAME')(h, lowering))
 
 
 class AutoEncoder(nn.Module):
@@ -205,8 +245,8 @@ class AutoEncoder(nn.Module):
 
   def __call__(self, x_NHWC, train=False):
     """train=True turns on the encoder's dropout (needs rngs={'dropout': key} when it is > 0);
-    train=False, on CPU devices, computes the convolutions with XLA's convolution
-    (PatchConv(conv_op=True): the same values, faster forward-only)."""
+    train also chooses how the convolutions are computed on CPU devices (conv_lowering: the same
+    values up to rounding)."""
     return self.decode(self.encode(x_NHWC, train), train)
 
 

@@ -25,24 +25,29 @@ from ae import host_memory
 DEFAULT_XLA_FLAGS = ('--xla_gpu_enable_triton_gemm=false',)
 DEFAULT_ENV = {'XLA_PYTHON_CLIENT_PREALLOCATE': 'false'}
 
+# XLA:CPU hands every convolution op to YNNPACK by default; its own (Eigen) convolution runs this
+# model's 2-3.5x as fast (at batch 1000 on 2 AVX-512 cores: the encoder forward 130 ms against 461
+# ms with YNNPACK and 262 ms as patches). This is XLA's default set of YNNPACK fusions (jaxlib 0.10)
+# less LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION; tests/test_startup.py fails if a jaxlib's
+# default list changes.
+CONVOLUTIONS_OUTSIDE_YNNPACK = {
+    'xla_cpu_experimental_ynn_fusion_type':
+        'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
+
 # XLA options for the train step on CPU devices (step_compiler_options). Region-based live-range
 # analysis in copy insertion (off by default on the CPU) proves that the Adam update may overwrite
 # the kernels in place after the backward pass has read them, and drops the copies XLA otherwise
 # makes of the seven weight matrices (36 MB a step) and of one noise-draw loop buffer: 61 copies ->
 # 38, the default step 1.033x as fast side by side on 2 cores, the same losses to the bit, compile
-# time unchanged (2.8 vs 3.0 s).
-CPU_STEP_COMPILER_OPTIONS = {'xla_cpu_copy_insertion_use_region_analysis': True}
+# time unchanged (2.8 vs 3.0 s). The encoder's pooled convolutions are XLA convolutions there
+# (model.conv_lowering 'xla'), kept out of YNNPACK.
+CPU_STEP_COMPILER_OPTIONS = {'xla_cpu_copy_insertion_use_region_analysis': True,
+                             **CONVOLUTIONS_OUTSIDE_YNNPACK}
 
 # XLA options for the forward-only programs on CPU devices (inference_compiler_options): test MSE,
 # encoding, reconstructions, queries. There the model's convolutions are XLA convolutions
-# (model.PatchConv(conv_op=True)), which XLA:CPU hands to YNNPACK by default; its own (Eigen)
-# convolution runs them 3.5x as fast (at batch 1000 on 2 AVX-512 cores: the encoder 130 ms
-# against 461 ms with YNNPACK and 262 ms as patches). The list is XLA's default set of YNNPACK
-# fusions (jaxlib 0.10) less LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION; tests/test_startup.py
-# fails if a jaxlib's default list changes.
-CPU_INFERENCE_COMPILER_OPTIONS = {
-    'xla_cpu_experimental_ynn_fusion_type':
-        'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
+# (model.conv_lowering 'xla_forward'), kept out of YNNPACK.
+CPU_INFERENCE_COMPILER_OPTIONS = dict(CONVOLUTIONS_OUTSIDE_YNNPACK)
 
 
 def set_runtime_defaults():

@@ -26,7 +26,9 @@ def _lines(proc):
   assert machine['cpu'] and isinstance(machine['isa'], list)
   assert machine['host_memory_reuse'] is HOST_MEMORY_REUSE
   assert machine['train_step_compiler_options'] == {  # the CPU step's XLA options (ae/parallel.py)
-      'xla_cpu_copy_insertion_use_region_analysis': True}
+      'xla_cpu_copy_insertion_use_region_analysis': True,
+      'xla_cpu_experimental_ynn_fusion_type':
+          'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
   assert machine['inference_compiler_options'] == {  # and its forward-only programs'
       'xla_cpu_experimental_ynn_fusion_type':
           'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}

@@ -50,45 +50,46 @@ def test_patch_conv_matches_flax_conv_values_and_gradients():
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_patch_conv_through_xla_convolution_gives_the_same_values_and_gradients():
-  """conv_op=True (the forward-only lowering) against the patches, odd sizes, with and without
-  pooling: the same values up to rounding, and the gradient is the patches' own."""
+@pytest.mark.parametrize('lowering', ['xla_forward', 'xla'])
+def test_patch_conv_through_xla_convolution_gives_the_same_values_and_gradients(lowering):
+  """XLA's convolution forward (and for 'xla' its gradients as convolutions) against the
+  patches, odd sizes, with and without pooling: the same values and gradients up to rounding."""
   x = jax.random.normal(jax.random.key(5), (2, 15, 13, 6))
   for padding, pool in (('VALID', False), ('VALID', True), ('SAME', False), ('SAME', True)):
     conv = PatchConv(8, padding=padding, pool=pool)
     params = jax.tree.map(lambda p: p + 0.3, conv.init(jax.random.key(0), x))
-    np.testing.assert_allclose(conv.apply(params, x, conv_op=True), conv.apply(params, x),
+    np.testing.assert_allclose(conv.apply(params, x, lowering), conv.apply(params, x),
                                rtol=1e-5, atol=1e-4)  # outputs up to ~40
-    grads = [jax.grad(lambda p, x, c=c: jnp.sum(jnp.sin(conv.apply(p, x, conv_op=c))),
-                      argnums=(0, 1))(params, x) for c in (True, False)]
+    grads = [jax.grad(lambda p, x, l=l: jnp.sum(jnp.sin(conv.apply(p, x, l))),
+                      argnums=(0, 1))(params, x) for l in (lowering, 'patches')]
     for a, b in zip(*map(jax.tree.leaves, grads)):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize('decoder, features, convs', [('dense', (16,), 2), ('conv', (8, 4, 4), 6)])
-def test_xla_convolutions_only_outside_training(decoder, features, convs):
-  """The train step keeps the patches (no convolution op); evaluation runs XLA's convolutions
-  forward (the encoder's two, and the conv decoder's four), and their gradient, even inside a
-  loop (the code refinement's), is the patches' again: no convolution in a form XLA:CPU's fast
-  convolution does not take. Training and evaluation give the same values up to rounding."""
+def test_xla_convolutions_in_the_form_xla_cpu_runs_fast(decoder, features, convs):
+  """On CPU devices evaluation runs XLA's convolutions forward (the encoder's two and the conv
+  decoder's four) with the patches' gradient, training runs the encoder's pooled convolution (the
+  first of two) and its kernel gradient as XLA convolutions and the rest as patches. Every
+  convolution, even in a gradient inside a loop (the train step's lax.scan, the code
+  refinement's), compiles in the one form XLA:CPU's fast convolution takes (JAX's own gradient
+  of a convolution does not there). Training and evaluation give the same values up to rounding."""
   model = AutoEncoder(encoder_features=(4, 8), decoder=decoder, decoder_features=features)
   params, x = _init(model)
-  hlo = lambda f: jax.jit(f).lower(params).as_text(dialect='hlo')
-  train_loss = lambda p: jnp.mean(model.apply(p, x, True))
-  assert ' convolution(' not in hlo(jax.grad(train_loss))
-  assert hlo(lambda p: model.apply(p, x)).count(' convolution(') == convs
   np.testing.assert_allclose(model.apply(params, x), model.apply(params, x, True),
                              rtol=1e-5, atol=1e-6)
 
-  def scanned(p):  # gradients of the evaluation model inside a lax.scan
+  def scanned(train):  # gradient steps inside a lax.scan
     def body(p, _):
-      g = jax.grad(lambda p: jnp.sum(model.apply(p, x) ** 2))(p)
+      g = jax.grad(lambda p: jnp.sum(model.apply(p, x, train) ** 2))(p)
       return jax.tree.map(lambda a, b: a - 0.1 * b, p, g), None
-    return jax.lax.scan(body, p, None, length=2)[0]
-  convs_compiled = [l for l in jax.jit(scanned).lower(params).compile().as_text().splitlines()
-                    if ' convolution(' in l]
-  assert len(convs_compiled) == convs
-  assert all('dim_labels=b01f_01io->b01f' in l for l in convs_compiled)
+    return lambda p: jax.lax.scan(body, p, None, length=2)[0]
+
+  for train, expected in ((False, convs), (True, 2)):
+    compiled = jax.jit(scanned(train)).lower(params).compile().as_text()
+    lines = [l for l in compiled.splitlines() if ' convolution(' in l]
+    assert len(lines) == expected, (train, lines)
+    assert all('dim_labels=b01f_01io->b01f' in l for l in lines), (train, lines)
 
 
 def test_max_pool_matches_flax_max_pool_on_odd_sizes():

@@ -10,12 +10,13 @@ IMAGE_SHAPE = (32, 32, 3)
 
 
 class PatchConv(nn.Module):
-  """A stride-1 convolution computed as image patches times one matmul.
+  """A stride-1 convolution computed as image patches times one matmul, or as XLA's convolution.
 
-  Same parameters (kernel HWIO, bias) and initialisers as nn.Conv, same values. On CPU the
+  Same parameters (kernel HWIO, bias) and initialisers as nn.Conv, same values. As patches the
   backward pass becomes slices and matmuls, which XLA:CPU runs on its fast GEMM path: measured on
-  2 cores, the gradients of the seed's first and last convolutions are 1.6-1.7x faster than with
-  XLA's convolution, the middle one's as fast, and the whole train step faster.
+  2 cores, the gradients of the seed's first and last convolutions were 1.6-1.7x faster than
+  XLA's convolution as JAX differentiates it, the middle one's as fast (xla_conv's gradients,
+  written out, are faster for the pooled two).
 
   lowering (conv_lowering chooses it per layer) says how it is computed, always with the same
   values up to float rounding:
@@ -27,9 +28,9 @@ class PatchConv(nn.Module):
   - 'xla': XLA's convolution, and both gradients as XLA convolutions too (xla_conv). The
     encoder's pooled convolutions in training on CPU devices (compiled with
     parallel.CPU_STEP_COMPILER_OPTIONS, which leave convolutions to XLA's own, Eigen): the seed's
-    train step 1.04-1.07x as fast by the median of 25 alternating windows, three times, on 2
-    AVX-512 cores (the same speed in the fastest windows); the unpooled third convolution and
-    the conv decoder's stay on the patches (0.99x and slower).
+    train step 1.02-1.07x as fast by the medians of 25 alternating windows in four runs on 2
+    AVX-512 cores (benchmarks/RESULTS.md); the unpooled third convolution and the conv decoder's
+    stay on the patches (0.99x and slower).
   On a GPU every layer keeps the patches (not measured otherwise).
 
   With pool=True the output is max_pool_2x2(conv + bias), computed as max_pool_2x2(conv) + bias:
@@ -106,19 +107,31 @@ def xla_conv(x_NHWC, kernel_HWIO):
   return _conv(x_NHWC, kernel_HWIO)
 
 
+def _xla_conv_fwd(x, kernel):
+  # The input's gradient only where the input depends on what is differentiated (not the first
+  # convolution's: the images), so that no program holds a dead convolution.
+  inputs = {'x': x.value, 'kernel': kernel.value}
+  if x.perturbed:
+    inputs['dx'] = ()
+  return _conv(x.value, kernel.value), inputs
+
+
 def _xla_conv_bwd(inputs, dy):
-  x, kernel = inputs
+  if isinstance(dy, jax.custom_derivatives.SymbolicZero):
+    return None, None
+  x, kernel = inputs['x'], inputs['kernel']
   kh, kw = kernel.shape[:2]
-  # d/dx: the full convolution of dy with the flipped kernel, its in and out channels swapped.
-  dy_full = jnp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
-  dx = _conv(dy_full, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
+  dx = None
+  if 'dx' in inputs:  # the full convolution of dy with the flipped kernel, channels swapped
+    dy_full = jnp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+    dx = _conv(dy_full, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
   # d/dkernel: the input with channels as the batch and images as the features [C, H, W, N],
   # convolved with dy as an [h, w, N, F] kernel: [C, kh, kw, F].
   dk = _conv(x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3)).transpose(1, 2, 0, 3)
   return dx, dk
 
 
-xla_conv.defvjp(_conv_forward_fwd, _xla_conv_bwd)
+xla_conv.defvjp(_xla_conv_fwd, _xla_conv_bwd, symbolic_zeros=True)
 
 
 def conv_lowering(train, pooled=False):

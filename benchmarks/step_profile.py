@@ -10,10 +10,12 @@ Prints one line per part and one per op of the --top slowest.
 
 Per-op times are XLA:CPU's thunk events: on 2 cores two independent ops can run side by side and
 both count, so the parts can sum to more than the wall time. An event can also end before its op's
-work does: XLA:CPU's own matrix products (opcode dot, the kernel gradients here) can go on running
-on its thread pool beside the next ops, whose events then carry their time (in the default
-step Dense_3's kernel gradient, 1.6 GFLOP and 7-9.5 ms alone, shows 0.1 ms, while the input
-gradient's product beside it shows 21 ms, 11 ms alone): read such neighbours together. On a GPU
+work does: XLA:CPU's own matrix products and convolutions (opcodes dot and convolution: the
+kernel gradients, the encoder's pooled convolutions) can go on running on its thread pool beside
+the next ops, whose events then carry their time (in the default step Dense_3's kernel gradient,
+1.6 GFLOP and 7-9.5 ms alone, shows 0.1 ms, while the input gradient's product beside it shows
+21 ms, 11 ms alone; the encoder's forward pass shows 5 ms): read such neighbours together, and
+the parts as a rough split. On a GPU
 the trace events that carry an op's name may be host-side launches as well as kernels, and
 library calls (cuBLAS) go by their own names: read the lines as a hint there.
 """

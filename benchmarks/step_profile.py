@@ -15,9 +15,9 @@ kernel gradients, the encoder's pooled convolutions) can go on running on its th
 the next ops, whose events then carry their time (in the default step Dense_3's kernel gradient,
 1.6 GFLOP and 7-9.5 ms alone, shows 0.1 ms, while the input gradient's product beside it shows
 21 ms, 11 ms alone; the encoder's forward pass shows 5 ms): read such neighbours together, and
-the parts as a rough split. On a GPU
-the trace events that carry an op's name may be host-side launches as well as kernels, and
-library calls (cuBLAS) go by their own names: read the lines as a hint there.
+the parts as a rough split. On a GPU the trace events that carry an op's name may be host-side
+launches as well as kernels, and library calls (cuBLAS) go by their own names: read the lines as
+a hint there.
 """
 
 import collections

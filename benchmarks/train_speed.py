@@ -85,7 +85,7 @@ def main(argv):
   peer_env = dict(os.environ)  # the peers get the environment as it came, not our defaults
   parallel.set_runtime_defaults()  # as main.py: before JAX starts its backends
   common.emit_machine()
-  peers, about = [], {}
+  peers = {}
   with host_memory.reuse_freed_memory():  # as in the training loop
     ours_window, flops = ours(b, n, FLAGS.noise_std, s, FLAGS.steps_per_jit)
     timers = {'ours': lambda: common.time_call(ours_window, 1)}
@@ -95,10 +95,10 @@ def main(argv):
     try:
       for name in PEERS if FLAGS.peers else ():
         common.log(f'starting the {name} peer in a process of its own')
-        peers.append(PeerProcess(
+        peers[name] = PeerProcess(
             name, ['-m', 'benchmarks.train_peers', name, f'--batch_size={b}', f'--num_images={n}',
-                   f'--steps={s}', f'--noise_std={FLAGS.noise_std}'], env=peer_env))
-        timers[name], about[name] = peers[-1].window, peers[-1].about
+                   f'--steps={s}', f'--noise_std={FLAGS.noise_std}'], env=peer_env)
+        timers[name] = peers[name].window
       times = {k: [] for k in timers}
       for w in range(FLAGS.windows):  # alternate so that machine noise hits every impl alike
         for name, timer in timers.items():
@@ -106,7 +106,7 @@ def main(argv):
         common.log(f'window {w + 1}/{FLAGS.windows}: ' +
                    ', '.join(f'{k} {b * s / t[-1]:.0f} imgs/s' for k, t in times.items()))
     finally:
-      for peer in peers:
+      for peer in peers.values():
         peer.close()
   rates = {k: b * s / statistics.median(t) for k, t in times.items()}
   for name, rate in rates.items():
@@ -118,7 +118,7 @@ def main(argv):
                   fraction_of_matmul_peak=round(rate * flops / peak, 3),
                   steps_per_jit=FLAGS.steps_per_jit)
     else:
-      line.update(common.own_process_fields(about[name], peer_env))
+      line.update(common.own_process_fields(peers[name].about, peer_env))
     common.emit(**line)
   if FLAGS.peers:
     common.emit(bench='train_step_ratio', batch_size=b, **common.speed_ratios(times))

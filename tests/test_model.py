@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ae import model as model_lib
 from ae.model import AutoEncoder, PatchConv, max_pool_2x2
 
 
@@ -90,6 +91,28 @@ def test_xla_convolutions_in_the_form_xla_cpu_runs_fast(decoder, features, convs
     lines = [l for l in compiled.splitlines() if ' convolution(' in l]
     assert len(lines) == expected, (train, lines)
     assert all('dim_labels=b01f_01io->b01f' in l for l in lines), (train, lines)
+
+
+def test_written_out_is_the_identity_and_read_from_a_buffer():
+  """written_out(x) is x to the bit (rows of 16 or, for an odd size, of the last dimension), and
+  the kernel gradient of a convolution through XLA's (xla_conv) transposes the input it wrote
+  out instead of recomputing the input's producers (a max pool and a relu) in that transpose."""
+  for shape in ((128, 32, 32, 3), (3, 5, 7)):
+    x = jax.random.normal(jax.random.key(4), shape) * 1e3
+    x = x.at[0, 0].set(0.0)
+    np.testing.assert_array_equal(jax.jit(model_lib.written_out)(x), x)
+
+  def kernel_grad(kernel, y):
+    x = jax.nn.relu(max_pool_2x2(y))
+    return jax.grad(lambda k: jnp.sum(model_lib.xla_conv(x, k) ** 2))(kernel)
+  y = jax.random.normal(jax.random.key(6), (8, 14, 14, 4))
+  hlo = jax.jit(kernel_grad).lower(jnp.ones((3, 3, 4, 5)), y).compile().as_text()
+  computations = {b.strip().split(' ', 1)[0].lstrip('%'): b for b in hlo.split('\n\n')}
+  transposed = [l for l in hlo.splitlines() if ' = f32[4,7,7,8]' in l and 'calls=' in l]
+  assert transposed, hlo  # the input as [C, H, W, N], the kernel gradient's left-hand side
+  for line in transposed:
+    body = computations[line.split('calls=%')[1].split(',')[0].split(' ')[0]]
+    assert 'maximum(' not in body, body
 
 
 def test_max_pool_matches_flax_max_pool_on_odd_sizes():

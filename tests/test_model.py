@@ -94,9 +94,9 @@ def test_xla_convolutions_in_the_form_xla_cpu_runs_fast(decoder, features, convs
 
 
 def test_written_out_is_the_identity_and_read_from_a_buffer():
-  """written_out(x) is x to the bit (rows of 16 or, for an odd size, of the last dimension), and
-  the kernel gradient of a convolution through XLA's (xla_conv) transposes the input it wrote
-  out instead of recomputing the input's producers (a max pool and a relu) in that transpose."""
+  """written_out(x) is x to the bit, and the kernel gradient of a convolution through XLA's
+  (xla_conv) transposes the input it wrote out instead of recomputing the input's producers (a
+  max pool and a relu) in that transpose."""
   for shape in ((128, 32, 32, 3), (3, 5, 7)):
     x = jax.random.normal(jax.random.key(4), shape) * 1e3
     x = x.at[0, 0].set(0.0)

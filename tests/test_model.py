@@ -53,11 +53,13 @@ def test_patch_conv_matches_flax_conv_values_and_gradients():
 
 @pytest.mark.parametrize('lowering', ['xla_forward', 'xla'])
 def test_patch_conv_through_xla_convolution_gives_the_same_values_and_gradients(lowering):
-  """XLA's convolution forward (and for 'xla' its gradients as convolutions) against the
-  patches, odd sizes, with and without pooling: the same values and gradients up to rounding."""
-  x = jax.random.normal(jax.random.key(5), (2, 15, 13, 6))
-  for padding, pool in (('VALID', False), ('VALID', True), ('SAME', False), ('SAME', True)):
-    conv = PatchConv(8, padding=padding, pool=pool)
+  """XLA's convolution forward (and for 'xla' its gradients as convolutions; pooled, with fewer
+  than 8 input channels, pooled_phase_conv) against the patches, odd sizes, with and without
+  pooling: the same values and gradients up to rounding."""
+  cases = [(c, padding, pool) for c in (6, 9) for padding in ('VALID', 'SAME') for pool in (0, 1)]
+  for channels, padding, pool in cases:
+    x = jax.random.normal(jax.random.key(5), (2, 15, 13, channels))
+    conv = PatchConv(8, padding=padding, pool=bool(pool))
     params = jax.tree.map(lambda p: p + 0.3, conv.init(jax.random.key(0), x))
     np.testing.assert_allclose(conv.apply(params, x, lowering), conv.apply(params, x),
                                rtol=1e-5, atol=1e-4)  # outputs up to ~40
@@ -65,6 +67,21 @@ def test_patch_conv_through_xla_convolution_gives_the_same_values_and_gradients(
                       argnums=(0, 1))(params, x) for l in (lowering, 'patches')]
     for a, b in zip(*map(jax.tree.leaves, grads)):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_pooled_phase_conv_is_the_pooled_convolution_with_its_gradients_to_the_bit():
+  """On small integers (exact sums, many ties in the pooling) the phase form gives the pooled
+  convolution's values and both gradients exactly, odd input sizes included."""
+  ints = lambda key, shape, lo, hi: jax.random.randint(key, shape, lo, hi).astype(jnp.float32)
+  x = ints(jax.random.key(7), (3, 17, 20, 3), 0, 3)[:, :16]  # outputs 14 x 18, pooled 7 x 9
+  kernel = ints(jax.random.key(8), (3, 3, 3, 5), -1, 2)
+  pooled = lambda x, k: max_pool_2x2(model_lib._conv(x, k))
+  np.testing.assert_array_equal(model_lib.pooled_phase_conv(x, kernel), pooled(x, kernel))
+  dp = jax.random.normal(jax.random.key(9), (3, 7, 9, 5))
+  grads = [jax.grad(lambda x, k, f=f: jnp.sum(f(x, k) * dp), argnums=(0, 1))(x, kernel)
+           for f in (model_lib.pooled_phase_conv, pooled)]
+  for ours, ref in zip(*grads):
+    np.testing.assert_array_equal(ours, ref)
 
 
 @pytest.mark.parametrize('decoder, features, convs', [('dense', (16,), 2), ('conv', (8, 4, 4), 6)])

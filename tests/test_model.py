@@ -88,7 +88,8 @@ def test_pooled_phase_conv_is_the_pooled_convolution_with_its_gradients_to_the_b
 def test_xla_convolutions_in_the_form_xla_cpu_runs_fast(decoder, features, convs):
   """On CPU devices evaluation runs XLA's convolutions forward (the encoder's two and the conv
   decoder's four) with the patches' gradient, training runs the encoder's pooled convolution (the
-  first of two) and its kernel gradient as XLA convolutions and the rest as patches. Every
+  first of two, by pooling phases) and its kernel gradient as XLA convolutions and the rest as
+  patches. Every
   convolution, even in a gradient inside a loop (the train step's lax.scan, the code
   refinement's), compiles in the one form XLA:CPU's fast convolution takes (JAX's own gradient
   of a convolution does not there). Training and evaluation give the same values up to rounding."""
@@ -125,11 +126,12 @@ def test_written_out_is_the_identity_and_read_from_a_buffer():
   y = jax.random.normal(jax.random.key(6), (8, 14, 14, 4))
   hlo = jax.jit(kernel_grad).lower(jnp.ones((3, 3, 4, 5)), y).compile().as_text()
   computations = {b.strip().split(' ', 1)[0].lstrip('%'): b for b in hlo.split('\n\n')}
-  transposed = [l for l in hlo.splitlines() if ' = f32[4,7,7,8]' in l and 'calls=' in l]
+  transposed = [l for l in hlo.splitlines() if ' = f32[4,7,7,8]' in l]
   assert transposed, hlo  # the input as [C, H, W, N], the kernel gradient's left-hand side
-  for line in transposed:
-    body = computations[line.split('calls=%')[1].split(',')[0].split(' ')[0]]
-    assert 'maximum(' not in body, body
+  for line in transposed:  # a fusion that makes it must not hold the pooling
+    if 'calls=%' in line:
+      body = computations[line.split('calls=%')[1].split(',')[0].split(' ')[0]]
+      assert 'maximum(' not in body, body
 
 
 def test_max_pool_matches_flax_max_pool_on_odd_sizes():

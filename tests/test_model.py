@@ -89,10 +89,10 @@ def test_xla_convolutions_in_the_form_xla_cpu_runs_fast(decoder, features, convs
   """On CPU devices evaluation runs XLA's convolutions forward (the encoder's two and the conv
   decoder's four) with the patches' gradient, training runs the encoder's pooled convolution (the
   first of two, by pooling phases) and its kernel gradient as XLA convolutions and the rest as
-  patches. Every
-  convolution, even in a gradient inside a loop (the train step's lax.scan, the code
-  refinement's), compiles in the one form XLA:CPU's fast convolution takes (JAX's own gradient
-  of a convolution does not there). Training and evaluation give the same values up to rounding."""
+  patches. Every convolution, even in a gradient inside a loop (the train step's lax.scan, the
+  code refinement's), compiles in the one form XLA:CPU's fast convolution takes (JAX's own
+  gradient of a convolution does not there). Training and evaluation give the same values up to
+  rounding."""
   model = AutoEncoder(encoder_features=(4, 8), decoder=decoder, decoder_features=features)
   params, x = _init(model)
   np.testing.assert_allclose(model.apply(params, x), model.apply(params, x, True),

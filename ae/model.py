@@ -120,23 +120,30 @@ def xla_conv(x_NHWC, kernel_HWIO):
   return _conv(x_NHWC, kernel_HWIO)
 
 
-def _xla_conv_fwd(x, kernel):
-  # x written out once, read by the convolution and, transposed, by the kernel's gradient: left
-  # to itself XLA:CPU recomputes x's producers (the noise draw, the previous layer's pooling) inside
-  # that transpose, in its batch-innermost order (7 ms for the second convolution's input).
-  # The input's gradient only where the input depends on what is differentiated (not the first
-  # convolution's: the images), so that no program holds a dead convolution.
-  inputs = {'x': written_out(x.value), 'kernel': kernel.value}
+def _conv_residuals(x, kernel):
+  """What xla_conv's and pooled_phase_conv's gradients keep of their (symbolic-zeros) arguments.
+
+  x written out once, read by the convolution and, transposed, by the kernel's gradient: left to
+  itself XLA:CPU recomputes x's producers (the noise draw, the previous layer's pooling) inside
+  that transpose, in its batch-innermost order (7 ms for the second convolution's input). 'dx'
+  marks an input that depends on what is differentiated (not the first convolution's: the
+  images): only then is its gradient computed, so that no program holds a dead convolution."""
+  res = {'x': written_out(x.value), 'kernel': kernel.value}
   if x.perturbed:
-    inputs['dx'] = ()
-  return _conv(inputs['x'], kernel.value), inputs
+    res['dx'] = ()
+  return res
 
 
-def _xla_conv_bwd(inputs, dy):
+def _xla_conv_fwd(x, kernel):
+  res = _conv_residuals(x, kernel)
+  return _conv(res['x'], res['kernel']), res
+
+
+def _xla_conv_bwd(res, dy):
   if isinstance(dy, jax.custom_derivatives.SymbolicZero):
     return None, None
-  dx = _conv_input_grad(dy, inputs['kernel']) if 'dx' in inputs else None
-  return dx, _conv_kernel_grad(inputs['x'], dy.transpose(1, 2, 0, 3))
+  dx = _conv_input_grad(dy, res['kernel']) if 'dx' in res else None
+  return dx, _conv_kernel_grad(res['x'], dy.transpose(1, 2, 0, 3))
 
 
 xla_conv.defvjp(_xla_conv_fwd, _xla_conv_bwd, symbolic_zeros=True)
@@ -182,10 +189,15 @@ def _phase_outputs(x_NHWC, kernel_HWIO):
   return y.reshape(*y.shape[:3], 2, 2, kernel_HWIO.shape[-1])
 
 
+def _phases(y):
+  """The four pooling phases of [N, h/2, w/2, 2, 2, F]: top left, top right, bottom left,
+  bottom right."""
+  return y[..., 0, 0, :], y[..., 0, 1, :], y[..., 1, 0, :], y[..., 1, 1, :]
+
+
 def _pool_phases(y):
-  """max_pool_2x2 of the outputs, in its order: max(max(top left, top right), max(bottom ...))."""
-  return jnp.maximum(jnp.maximum(y[..., 0, 0, :], y[..., 0, 1, :]),
-                     jnp.maximum(y[..., 1, 0, :], y[..., 1, 1, :]))
+  """max_pool_2x2 of the outputs, in its order (_max_of_four)."""
+  return _max_of_four(*_phases(y))
 
 
 def _max_share(a, b, m):
@@ -208,18 +220,15 @@ def pooled_phase_conv(x_NHWC, kernel_HWIO):
 
 
 def _pooled_phase_conv_fwd(x, kernel):
-  res = {'x': written_out(x.value), 'kernel': kernel.value}  # written out: see _xla_conv_fwd
-  if x.perturbed:
-    res['dx'] = ()
-  res['y'] = _phase_outputs(res['x'], kernel.value)
+  res = _conv_residuals(x, kernel)
+  res['y'] = _phase_outputs(res['x'], res['kernel'])
   return _pool_phases(res['y']), res
 
 
 def _pooled_phase_conv_bwd(res, dp):
   if isinstance(dp, jax.custom_derivatives.SymbolicZero):
     return None, None
-  y = res['y']
-  tl, tr, bl, br = y[..., 0, 0, :], y[..., 0, 1, :], y[..., 1, 0, :], y[..., 1, 1, :]
+  tl, tr, bl, br = _phases(res['y'])
   top, bottom = jnp.maximum(tl, tr), jnp.maximum(bl, br)
   m = jnp.maximum(top, bottom)
   d_top, d_bottom = dp * _max_share(top, bottom, m), dp * _max_share(bottom, top, m)
@@ -259,7 +268,13 @@ def max_pool_2x2(x_NHWC):
   _, h, w, _ = x_NHWC.shape
   h, w = h // 2 * 2, w // 2 * 2
   view = lambda i, j: x_NHWC[:, i:h:2, j:w:2]
-  return jnp.maximum(jnp.maximum(view(0, 0), view(0, 1)), jnp.maximum(view(1, 0), view(1, 1)))
+  return _max_of_four(view(0, 0), view(0, 1), view(1, 0), view(1, 1))
+
+
+def _max_of_four(top_left, top_right, bottom_left, bottom_right):
+  """The 2x2 pooling's maximum in one order for both of its forms (max_pool_2x2, and the phases of
+  pooled_phase_conv, whose gradient reproduces jnp.maximum's for exactly this nesting)."""
+  return jnp.maximum(jnp.maximum(top_left, top_right), jnp.maximum(bottom_left, bottom_right))
 
 
 class Encoder(nn.Module):

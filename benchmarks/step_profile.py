@@ -1,6 +1,6 @@
 """Where the train step's time goes: per-op times of the real step from a JAX profiler trace.
 
-    python -m benchmarks.step_profile [--batch_size=128] [--steps=10] [--top=15]
+    python -m benchmarks.step_profile [--batch_size=128] [--steps=10] [--top=15] [--cores=1]
 
 Traces --steps calls of the default model's jitted step (as benchmarks.train_speed runs it), reads
 each compiled op's time from the trace and sums them by the part of the step each op belongs to,
@@ -15,7 +15,9 @@ kernel gradients, the encoder's pooled convolutions) can go on running on its th
 the next ops, whose events then carry their time (in the default step Dense_3's kernel gradient,
 1.6 GFLOP and 7-9.5 ms alone, shows 0.1 ms, while the input gradient's product beside it shows
 21 ms, 11 ms alone; the encoder's forward pass shows 5 ms): read such neighbours together, and
-the parts as a rough split. On a GPU the trace events that carry an op's name may be host-side
+the parts as a rough split. With --cores=1 (Linux) the process runs on one core, where each op's
+event spans its work: each op's own time, and the step's on one core (about 1.8x its time on 2
+cores). On a GPU the trace events that carry an op's name may be host-side
 launches as well as kernels, and library calls (cuBLAS) go by their own names: read the lines as
 a hint there.
 """
@@ -24,6 +26,7 @@ import collections
 import glob
 import gzip
 import json
+import os
 import re
 import tempfile
 import time
@@ -40,6 +43,8 @@ flags.DEFINE_integer('steps', 10, 'traced train steps')
 flags.DEFINE_integer('num_images', 10000, 'images resident on device to gather batches from')
 flags.DEFINE_float('noise_std', 0.1, 'input noise')
 flags.DEFINE_integer('top', 15, 'slowest ops to list one by one')
+flags.DEFINE_integer('cores', 0, 'run on the first N of the cores this process may use (Linux; '
+                     '1: per-op times that are each op\'s own, see above); 0: all of them')
 
 _INSTRUCTION = re.compile(r'\s*(?:ROOT )?%(\S+) = (\S+) ([\w-]+)\(')
 
@@ -83,8 +88,24 @@ def op_times(trace_dir, names, steps):
   return {name: t / 1000 / steps for name, t in us.items()}
 
 
+def use_cores(n):
+  """Restricts this process to the first n of the cores it may run on (0: leaves it as it is);
+  before JAX starts, so that XLA's thread pools, which size themselves by them, see only those.
+  Returns the number of cores the process may use."""
+  if n:
+    if not hasattr(os, 'sched_setaffinity'):
+      raise app.UsageError(f'--cores={n} needs Linux (os.sched_setaffinity); run without it')
+    allowed = sorted(os.sched_getaffinity(0))
+    if not 0 < n <= len(allowed):
+      raise app.UsageError(f'--cores={n}: this process may use {len(allowed)} cores; give 1 to '
+                           f'{len(allowed)}, or 0 for all')
+    os.sched_setaffinity(0, allowed[:n])
+  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+
+
 def main(argv):
   del argv
+  cores = use_cores(FLAGS.cores)  # before JAX starts its thread pools
   parallel.set_runtime_defaults()  # as main.py: before JAX starts its backends
   common.emit_machine()
   if jax.default_backend() != 'cpu':
@@ -114,7 +135,7 @@ def main(argv):
     parts[part_of(*ops[name])] += ms
   total = sum(parts.values())
   common.emit(bench='step_profile_total', batch_size=FLAGS.batch_size, wall_ms=round(wall_ms, 2),
-              ops_ms=round(total, 2), ops_traced=len(times), backend=jax.default_backend())
+              ops_ms=round(total, 2), ops_traced=len(times), backend=jax.default_backend(), cores=cores)
   for part, ms in parts.most_common():
     common.emit(bench='step_profile', part=part, ms=round(ms, 2), share=round(ms / total, 3))
   for name, ms in sorted(times.items(), key=lambda kv: -kv[1])[:FLAGS.top]:

@@ -16,10 +16,9 @@ the next ops, whose events then carry their time (in the default step Dense_3's 
 1.6 GFLOP and 7-9.5 ms alone, shows 0.1 ms, while the input gradient's product beside it shows
 21 ms, 11 ms alone; the encoder's forward pass shows 5 ms): read such neighbours together, and
 the parts as a rough split. With --cores=1 (Linux) the process runs on one core, where each op's
-event spans its work: each op's own time, and the step's on one core (about 1.8x its time on 2
-cores). On a GPU the trace events that carry an op's name may be host-side
-launches as well as kernels, and library calls (cuBLAS) go by their own names: read the lines as
-a hint there.
+event spans its work: each op's own time, and the step's on one core (1.6-2x its time on 2 cores,
+measured). On a GPU the trace events that carry an op's name may be host-side launches as well as
+kernels, and library calls (cuBLAS) go by their own names: read the lines as a hint there.
 """
 
 import collections
@@ -135,7 +134,8 @@ def main(argv):
     parts[part_of(*ops[name])] += ms
   total = sum(parts.values())
   common.emit(bench='step_profile_total', batch_size=FLAGS.batch_size, wall_ms=round(wall_ms, 2),
-              ops_ms=round(total, 2), ops_traced=len(times), backend=jax.default_backend(), cores=cores)
+              ops_ms=round(total, 2), ops_traced=len(times), backend=jax.default_backend(),
+              cores=cores)
   for part, ms in parts.most_common():
     common.emit(bench='step_profile', part=part, ms=round(ms, 2), share=round(ms / total, 3))
   for name, ms in sorted(times.items(), key=lambda kv: -kv[1])[:FLAGS.top]:

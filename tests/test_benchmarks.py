@@ -106,13 +106,14 @@ def test_a_query_peer_checks_its_neighbours_and_times_its_search_in_its_own_proc
   assert query_peers.same_as_brute_force(right[::-1], q, g, sample, 'manhattan') < 0.1
 
 
-@pytest.mark.skipif(not hasattr(os, 'sched_setaffinity'), reason='--cores needs Linux')
 def test_step_profile_splits_the_step_into_its_parts():
+  one_core = hasattr(os, 'sched_setaffinity')  # --cores needs Linux
   lines = _lines(run_python(['-m', 'benchmarks.step_profile', '--steps=2', '--num_images=64',
-                             '--batch_size=16', '--top=5', '--cores=1']))
+                             '--batch_size=16', '--top=5'] + ['--cores=1'] * one_core))
   total = lines[0]
   assert total['bench'] == 'step_profile_total' and total['wall_ms'] > 0
-  assert total['cores'] == 1  # the process ran on one core, as --cores=1 asked
+  if one_core:
+    assert total['cores'] == 1  # the process ran on one core, as --cores=1 asked
   assert total['ops_traced'] > 20
   parts = {l['part']: l for l in lines if l['bench'] == 'step_profile'}
   for part in ('encoder_forward', 'encoder_backward', 'decoder_forward', 'decoder_backward',
@@ -125,9 +126,10 @@ def test_step_profile_splits_the_step_into_its_parts():
 
 @pytest.mark.skipif(not hasattr(os, 'sched_setaffinity'), reason='--cores needs Linux')
 def test_step_profile_refuses_more_cores_than_it_may_use():
-  proc = run_python(['-m', 'benchmarks.step_profile', f'--cores={len(os.sched_getaffinity(0)) + 1}'])
+  allowed = len(os.sched_getaffinity(0))
+  proc = run_python(['-m', 'benchmarks.step_profile', f'--cores={allowed + 1}'])
   assert proc.returncode != 0
-  assert f'this process may use {len(os.sched_getaffinity(0))} cores' in proc.stderr
+  assert f'this process may use {allowed} cores' in proc.stderr
 
 
 def test_step_profile_puts_each_op_in_the_part_its_source_names():

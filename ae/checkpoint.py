@@ -4,6 +4,8 @@ Params and optimizer state are separate items so that `train.init_from` can take
 weights of another run, whatever optimizer it used.
 """
 
+import contextlib
+import logging
 import os
 
 import jax
@@ -37,10 +39,26 @@ def open_readonly(path):
     raise CheckpointError(f'no checkpoint directory at {path}: expected a run workdir holding '
                           'checkpoints/ or an orbax checkpoints directory.')
   options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
-  mngr = ocp.CheckpointManager(d, options=options, item_names=ITEMS)
+  with _without_read_only_notice():
+    mngr = ocp.CheckpointManager(d, options=options, item_names=ITEMS)
   if mngr.latest_step() is None:
     raise CheckpointError(f'{d} holds no finished checkpoint (nothing to restore from).')
   return mngr
+
+
+@contextlib.contextmanager
+def _without_read_only_notice():
+  """orbax logs the warning 'Given directory is read only=...' for every manager opened
+  read-only, as open_readonly's are on purpose (eval, query, init_from): it says nothing about the
+  directory's permissions, so it is dropped here; every other log line passes."""
+  def keep(record):
+    return not record.getMessage().startswith('Given directory is read only')
+  logger = logging.getLogger('absl')
+  logger.addFilter(keep)
+  try:
+    yield
+  finally:
+    logger.removeFilter(keep)
 
 
 def param_shapes(params):

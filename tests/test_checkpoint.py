@@ -1,3 +1,4 @@
+import logging
 import os
 import signal
 import threading
@@ -5,6 +6,7 @@ import time
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from ae import checkpoint as ckpt
@@ -45,6 +47,19 @@ def test_checkpoint_round_trip(tmp_path):
   _assert_same(restored, state)
   for x, y in zip(jax.tree.leaves(opt_state), jax.tree.leaves(state.opt_state)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_a_checkpoint_opened_read_only_logs_no_warning_about_its_directory(caplog, uninterrupted):
+  state, workdir = uninterrupted
+  notice = 'Given directory is read only'
+  with caplog.at_level(logging.WARNING):
+    ocp.CheckpointManager(ckpt.checkpoint_dir(workdir), item_names=ckpt.ITEMS,
+                          options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+  assert any(notice in r.getMessage() for r in caplog.records)  # orbax's own manager says it
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    assert ckpt.open_readonly(workdir).latest_step() == int(state.step)
+  assert not any(notice in r.getMessage() for r in caplog.records)
 
 
 def test_resume_after_the_end_of_an_epoch_equals_an_uninterrupted_run(tmp_path, uninterrupted):

@@ -1,6 +1,8 @@
 """Trains and evaluates the CIFAR-10 autoencoder.
 
     python main.py --config=configs/denoise.py [--workdir=runs/denoise] [--mode=train|eval|query]
+
+train: ae/train.py (then eval/evaluate.py); eval: eval/evaluate.py; query: eval/query_images.py.
 """
 
 import os
@@ -19,39 +21,50 @@ _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'query'],
 _QUERY = flags.DEFINE_multi_string('query', [], 'Query image files or globs (--mode=query).')
 flags.mark_flags_as_required(['config'])
 
+_ROOT = os.path.dirname(os.path.abspath(__file__))
+_OWN_CODE = tuple(os.path.join(_ROOT, name) for name in ('main.py', 'ae' + os.sep, 'eval' + os.sep))
+
 
 class _OwnInfoOnly(logging.logging.Filter):
-  """Keeps INFO lines from this project only: orbax and jax log each checkpoint write in detail."""
+  """Keeps INFO lines from this project only: orbax and jax log each checkpoint write in detail
+  (a virtual environment inside the checkout is not the project's code)."""
 
   def filter(self, record):
-    return record.levelno >= logging.logging.WARNING or record.pathname.startswith(_ROOT)
-
-
-_ROOT = os.path.dirname(os.path.abspath(__file__))
+    return record.levelno >= logging.logging.WARNING or record.pathname.startswith(_OWN_CODE)
 
 
 def default_workdir(config_path):
   return os.path.join('runs', os.path.splitext(os.path.basename(config_path.split(':')[0]))[0])
 
 
+def train_and_evaluate(config, workdir):
+  """Trains (or resumes), draws the training curves, then evaluates (config.eval.enabled)."""
+  from ae import train  # pylint: disable=g-import-not-at-top
+  from eval import evaluate, figures  # pylint: disable=g-import-not-at-top
+  state, mesh, ds = train.train(config, workdir)
+  figures.plot_training(workdir)
+  if config.eval.enabled:
+    evaluate.evaluate(config, workdir, state.params, mesh, ds)
+  return state
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   # Imported here so that --help and flag errors do not wait for JAX.
-  from ae import parallel  # pylint: disable=g-import-not-at-top
+  from ae import runtime  # pylint: disable=g-import-not-at-top
   from ae.errors import USER_ERRORS, Preempted  # pylint: disable=g-import-not-at-top
-  parallel.set_runtime_defaults()
+  runtime.set_runtime_defaults()
   # Some imported library adds a root handler of its own; filter every handler.
   for handler in logging.logging.getLogger().handlers + [logging.get_absl_handler().python_handler]:
     handler.addFilter(_OwnInfoOnly())
-  parallel.maybe_initialize_distributed()
-  parallel.log_devices()
+  runtime.maybe_initialize_distributed()
+  runtime.log_devices()
   config = _CONFIG.value
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
   logging.info('workdir %s, mode %s', workdir, _MODE.value)
   try:
     if _MODE.value == 'train':
-      from ae.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
       train_and_evaluate(config, workdir)
     elif _MODE.value == 'eval':
       from eval.evaluate import evaluate_workdir  # pylint: disable=g-import-not-at-top

@@ -5,17 +5,19 @@ weights of another run, whatever optimizer it used.
 """
 
 import contextlib
-import logging
 import os
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+
+from ae import parallel
+from ae.errors import CheckpointError
+from ae.model import IMAGE_SHAPE, create_model
 
 ITEMS = ('params', 'opt_state', 'meta')
-
-
-class CheckpointError(Exception):
-  """A checkpoint is missing or does not fit the configured model."""
 
 
 def checkpoint_dir(path):
@@ -53,7 +55,7 @@ def _without_read_only_notice():
   directory's permissions, so it is dropped here; every other log line passes."""
   def keep(record):
     return not record.getMessage().startswith('Given directory is read only')
-  logger = logging.getLogger('absl')
+  logger = logging.get_absl_logger()
   logger.addFilter(keep)
   try:
     yield
@@ -111,3 +113,48 @@ def restore_params(mngr, params):
   r = mngr.restore(mngr.latest_step(),
                    args=ocp.args.Composite(params=ocp.args.StandardRestore(_abstract(params))))
   return r['params']
+
+
+def abstract_params(model_config):
+  """The parameters' shapes (the same for every convolution form), computing nothing."""
+  model = create_model(model_config, platform=None)
+  return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1,) + IMAGE_SHAPE, jnp.float32))
+
+
+def load_params(model_config, path, mesh):
+  """(the latest checkpoint's params in path, replicated over the mesh; its step), checked to fit
+  the model (--mode=eval and --mode=query)."""
+  mngr = open_readonly(path)
+  shapes = abstract_params(model_config)
+  check_shapes(mngr, shapes, f'the checkpoint in {path}')
+  rep = parallel.replicated(mesh)
+  target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
+  return restore_params(mngr, target), mngr.latest_step()
+
+
+def open_for_training(workdir, init_from, params):
+  """(the run's manager, train.init_from's read-only one or None), each checked to fit params
+  (shapes are enough): a resumed run ignores init_from."""
+  mngr = make_manager(workdir)
+  resuming = mngr.latest_step() is not None
+  parent = open_readonly(init_from) if init_from and not resuming else None
+  if resuming:
+    check_shapes(mngr, params, f'the checkpoint in {workdir}')
+  if parent is not None:
+    check_shapes(parent, params, f'train.init_from={init_from}')
+  return mngr, parent
+
+
+def restore_for_training(state, mngr, parent, mesh):
+  """state with the latest checkpoint's parameters, optimizer state and step (resume), or with
+  parent's parameters and a fresh optimizer (train.init_from), or as it is."""
+  if mngr.latest_step() is not None:
+    params, opt_state, step = restore_state(mngr, state)
+    logging.info('Resumed from %s at step %d.', mngr.directory, step)
+    return state.replace(params=params, opt_state=opt_state,
+                         step=parallel.put(np.int32(step), parallel.replicated(mesh)))
+  if parent is not None:
+    logging.info('Initialised weights from %s (step %d); fresh optimizer.', parent.directory,
+                 parent.latest_step())
+    return state.replace(params=restore_params(parent, state.params))
+  return state

@@ -2,12 +2,10 @@
 
 import jax
 
+from ae.errors import ConfigError
+
 DECODERS = ('dense', 'conv')
 METRICS = ('euclidean', 'manhattan', 'cosine')
-
-
-class ConfigError(Exception):
-  """The config asks for something impossible; the message says which field and how to fix it."""
 
 
 def _positive_ints(name, values, allow_empty=False):
@@ -27,6 +25,8 @@ def validate_config(config, num_devices=None):
     errors.append(f'model.latent_dim must be at least 1, got {m.latent_dim}')
   if m.decoder not in DECODERS:
     errors.append(f'model.decoder must be one of {DECODERS}, got {m.decoder!r}')
+  if m.conv_impl not in ('auto', 'flax'):
+    errors.append(f"model.conv_impl must be 'auto' or 'flax', got {m.conv_impl!r}")
   if m.encoder_padding not in ('VALID', 'SAME'):
     errors.append(f"model.encoder_padding must be 'VALID' or 'SAME', got {m.encoder_padding!r}")
   if m.norm not in ('none', 'group'):

@@ -10,6 +10,8 @@ import pickle
 
 import numpy as np
 
+from ae.errors import DataError
+
 CLASS_NAMES = ('airplane', 'automobile', 'bird', 'cat', 'deer',
                'dog', 'frog', 'horse', 'ship', 'truck')
 RECORD_BYTES = 1 + 32 * 32 * 3
@@ -22,10 +24,6 @@ FIX = ('Point --config.data.dir (or the CIFAR10_DIR environment variable) at a d
        'for a smoke run.')
 
 
-class DataError(Exception):
-  """A data source is missing, incomplete or damaged."""
-
-
 @dataclasses.dataclass(frozen=True)
 class Dataset:
   train_images: np.ndarray  # N x 32 x 32 x 3 uint8
@@ -34,6 +32,11 @@ class Dataset:
   test_labels: np.ndarray
   class_names: tuple = CLASS_NAMES
   source: str = ''
+
+
+def to_float(images_u8):
+  """uint8 pixels to float32 in [0, 1] (NumPy or JAX arrays), as the report's division by 255."""
+  return images_u8.astype(np.float32) / 255.0
 
 
 def read_binary_batch(path):

@@ -1,9 +1,36 @@
-"""The exceptions that mean "the input was wrong": main reports them in one line, exit status 1."""
+"""The exceptions a user can cause: main.py reports each in one line and exits with status 1.
 
-from ae.checkpoint import CheckpointError
-from ae.config_check import ConfigError
-from ae.data import DataError
-from ae.train import NonFiniteLossError, Preempted
-from eval.query_images import QueryImageError
+They live here, apart from the code that raises them, so that main.py can catch them all without
+importing JAX or any module that does.
+"""
+
+
+class ConfigError(Exception):
+  """The config asks for something impossible; the message says which field and how to fix it."""
+
+
+class DataError(Exception):
+  """A data source is missing, incomplete or damaged."""
+
+
+class CheckpointError(Exception):
+  """A checkpoint is missing or does not fit the configured model, or a workdir is unusable."""
+
+
+class NonFiniteLossError(Exception):
+  """The loss became NaN or Inf; training stopped before saving the bad state."""
+
+
+class QueryImageError(Exception):
+  """A query file is not a usable image."""
+
+
+class Preempted(Exception):
+  """SIGTERM/SIGINT arrived; a checkpoint of the current step was written (not an error)."""
+
+  def __init__(self, signal_name, step):
+    super().__init__(f'{signal_name} at step {step}; checkpoint saved, rerun to continue')
+    self.signal_name, self.step = signal_name, step
+
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError, NonFiniteLossError, QueryImageError)

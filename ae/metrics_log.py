@@ -25,8 +25,8 @@ def _summary_writer_class():
   """tensorboardX's SummaryWriter, imported without PyTorch.
 
   Importing tensorboardX tries `import torch`, only to accept torch tensors in its add_* calls
-  (this project logs Python floats). Where PyTorch is installed that import alone took 2.5-3.6 s
-  of every run's start (one H200 host). It is turned away for the moment of the import, unless
+  (this project logs Python floats). Where PyTorch is installed that import alone takes seconds of
+  every run's start. It is turned away for the moment of the import, unless
   torch is loaded already; a later `import torch` works as usual.
   """
   block = 'torch' not in sys.modules

@@ -10,8 +10,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
-from ae import host_memory, parallel
+from ae import parallel
+from ae.cpu import compiler_options, host_memory
 
 
 def emit(**fields):
@@ -39,8 +41,8 @@ def emit_machine():
        backend=jax.default_backend(), device_kind=jax.devices()[0].device_kind,
        device_count=jax.device_count(), jax=jax.__version__,
        xla_flags=os.environ.get('XLA_FLAGS', ''), host_memory_reuse=host_memory.one_arena,
-       train_step_compiler_options=parallel.step_compiler_options(mesh),
-       inference_compiler_options=parallel.inference_compiler_options(mesh))
+       train_step_compiler_options=compiler_options.for_train_step(mesh),
+       inference_compiler_options=compiler_options.for_inference(mesh))
 
 
 def log(msg):
@@ -88,19 +90,31 @@ def matmul_peak_flops(n=2048, repeats=5):
   return 2 * n ** 3 / time_call(lambda: f(a).block_until_ready(), repeats)
 
 
-def build_step(batch_size, num_images, noise_std, steps_per_jit):
-  """The default model's jitted train function, its state, random uint8 images on the device and
-  4 index batches: (config, fn, state, images, idx_list)."""
-  from ae import parallel, train
-  from configs import default
+def define_step_flags():
+  """The flags of the programs that time the default model's train step (build_step)."""
+  flags.DEFINE_integer('batch_size', 128, 'global batch')
+  flags.DEFINE_integer('num_images', 10000, 'images resident on device to gather batches from')
+  flags.DEFINE_float('noise_std', 0.1, 'input noise')
+  flags.DEFINE_enum('conv_impl', 'auto', ['auto', 'flax'],
+                    "the model's convolution form (model.conv_impl)")
+
+
+def build_step(batch_size, num_images, noise_std, steps_per_jit, conv_impl='auto'):
+  """The default model's jitted train function (its convolutions in model.conv_impl's form), its
+  state, random uint8 images on the device and 4 index batches: (config, fn, state, images,
+  idx_list)."""
+  from ae import train  # pylint: disable=g-import-not-at-top
+  from ae.augment import Augmentation  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.train.batch_size = batch_size
+  config.model.conv_impl = conv_impl
   mesh = parallel.make_mesh()
   state = train.create_train_state(config, mesh, total_steps=10 ** 6)
   rng = np.random.default_rng(0)
   images = parallel.put(rng.integers(0, 256, (num_images, 32, 32, 3), dtype=np.uint8),
                         parallel.replicated(mesh))
-  fn = train.make_train_fn(mesh, 0, noise_std)
+  fn = train.make_train_fn(mesh, 0, Augmentation(noise_std=noise_std))
   sharding = parallel.data_sharded(mesh, 2, 1)
   idx = [parallel.put(rng.integers(0, num_images, (steps_per_jit, batch_size), dtype=np.int32),
                       sharding) for _ in range(4)]

@@ -15,7 +15,7 @@ import time
 import jax
 from absl import app, flags
 
-from ae import parallel
+from ae import runtime
 from benchmarks import common
 
 FLAGS = flags.FLAGS
@@ -23,11 +23,13 @@ flags.DEFINE_string('data_dir', '', 'CIFAR-10 binary directory; default $CIFAR10
 flags.DEFINE_integer('steps_per_jit', 1, 'train steps per jitted call')
 flags.DEFINE_bool('eval', True, 'also time the whole evaluation')
 flags.DEFINE_integer('umap_points', 5000, 'points in the UMAP projection')
+flags.DEFINE_enum('conv_impl', 'auto', ['auto', 'flax'],
+                  "the model's convolution form (model.conv_impl)")
 
 
 def main(argv):
   del argv
-  parallel.set_runtime_defaults()  # as main.py: before JAX starts its backends
+  runtime.set_runtime_defaults()  # as main.py: before JAX starts its backends
   common.emit_machine()
   from ae import train
   from ae.metrics_log import read_records
@@ -44,6 +46,7 @@ def main(argv):
   config.train.steps_per_jit = FLAGS.steps_per_jit
   config.train.checkpoint_every_steps = 10 ** 6
   config.eval.umap_points = FLAGS.umap_points
+  config.model.conv_impl = FLAGS.conv_impl
   with tempfile.TemporaryDirectory() as workdir:
     t = time.perf_counter()
     state, mesh, ds = train.train(config, workdir)
@@ -55,7 +58,8 @@ def main(argv):
                 epoch_s=round(epoch['epoch_time_s'], 2), train_call_s=round(train_s, 2),
                 steady_imgs_per_s=round(sum(steady) / len(steady), 1) if steady else None,
                 test_mse=epoch['test/mse'], backend=jax.default_backend(),
-                devices=jax.device_count(), steps_per_jit=FLAGS.steps_per_jit)
+                devices=jax.device_count(), steps_per_jit=FLAGS.steps_per_jit,
+                conv_impl=FLAGS.conv_impl)
     if FLAGS.eval:
       t = time.perf_counter()
       results = evaluate.evaluate(config, workdir, state.params, mesh, ds)

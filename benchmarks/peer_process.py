@@ -2,7 +2,7 @@
 
 The benchmarks compare our code with other frameworks side by side, alternating timed windows so
 that the machine's drifting speed hits every implementation alike. Inside our process a peer would
-run under our runtime settings (the one-arena malloc setting ours trains with, ae/host_memory.py,
+run under our runtime settings (the one-arena malloc setting ours trains with, ae/cpu/host_memory.py,
 made PyTorch 10% slower on one machine) and beside the other frameworks' thread pools (scikit-learn's
 Euclidean and Manhattan searches ran half as fast beside ours); in a process of its own it runs as
 its users run it. Standard library only, so that a peer's process loads nothing of ours but this.

@@ -16,7 +16,7 @@ import statistics
 
 from absl import app, flags
 
-from ae import parallel
+from ae import runtime
 from benchmarks import common
 from benchmarks.peer_process import PeerProcess
 from benchmarks.query_peers import PEERS, make_codes, same_as_brute_force
@@ -38,7 +38,7 @@ flags.DEFINE_integer('candidate_floats', 2 ** 24,
 def main(argv):
   del argv
   peer_env = dict(os.environ)  # the peers get the environment as it came, not our defaults
-  parallel.set_runtime_defaults()  # as main.py: before JAX starts its backends
+  runtime.set_runtime_defaults()  # as main.py: before JAX starts its backends
   common.emit_machine()
   sizes = {'num_queries': FLAGS.num_queries, 'num_gallery': FLAGS.num_gallery, 'dim': FLAGS.dim}
   q, g, sample = make_codes(**sizes)

@@ -6,7 +6,8 @@ Traces --steps calls of the default model's jitted step (as benchmarks.train_spe
 each compiled op's time from the trace and sums them by the part of the step each op belongs to,
 from the op's source location in the compiled program: encoder and decoder, forward and backward,
 the loss, the input (batch gather, noise), the optimizer update and the buffer copies XLA inserts.
-Prints one line per part and one per op of the --top slowest.
+Prints a total line (wall_ms: a step untraced; traced_wall_ms: a step while traced, which the op
+times belong to; ops_ms: their sum), one line per part and one per op of the --top slowest.
 
 Per-op times are XLA:CPU's thunk events: on 2 cores two independent ops can run side by side and
 both count, so the parts can sum to more than the wall time. An event can also end before its op's
@@ -33,14 +34,13 @@ import time
 import jax
 from absl import app, flags
 
-from ae import host_memory, parallel
+from ae import runtime
+from ae.cpu import host_memory
 from benchmarks import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer('batch_size', 128, 'global batch')
+common.define_step_flags()
 flags.DEFINE_integer('steps', 10, 'traced train steps')
-flags.DEFINE_integer('num_images', 10000, 'images resident on device to gather batches from')
-flags.DEFINE_float('noise_std', 0.1, 'input noise')
 flags.DEFINE_integer('top', 15, 'slowest ops to list one by one')
 flags.DEFINE_integer('cores', 0, 'run on the first N of the cores this process may use (Linux; '
                      '1: per-op times that are each op\'s own, see above); 0: all of them')
@@ -105,12 +105,12 @@ def use_cores(n):
 def main(argv):
   del argv
   cores = use_cores(FLAGS.cores)  # before JAX starts its thread pools
-  parallel.set_runtime_defaults()  # as main.py: before JAX starts its backends
+  runtime.set_runtime_defaults()  # as main.py: before JAX starts its backends
   common.emit_machine()
   if jax.default_backend() != 'cpu':
     common.log('not a CPU backend: the per-op times are a hint (see the module docstring)')
   _, fn, state, images, idx = common.build_step(FLAGS.batch_size, FLAGS.num_images,
-                                                FLAGS.noise_std, 1)
+                                                FLAGS.noise_std, 1, FLAGS.conv_impl)
   ops = compiled_ops(fn.lower(state, images, idx[0]).compile().as_text())
 
   def run(s, n):
@@ -126,7 +126,9 @@ def main(argv):
     wall_ms = (time.perf_counter() - t) * 1000 / FLAGS.steps
     with tempfile.TemporaryDirectory() as trace_dir:
       jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+      t = time.perf_counter()
       state = run(state, FLAGS.steps)
+      traced_ms = (time.perf_counter() - t) * 1000 / FLAGS.steps
       jax.profiler.stop_trace()
       times = op_times(trace_dir, ops, FLAGS.steps)
   parts = collections.Counter()
@@ -134,8 +136,9 @@ def main(argv):
     parts[part_of(*ops[name])] += ms
   total = sum(parts.values())
   common.emit(bench='step_profile_total', batch_size=FLAGS.batch_size, wall_ms=round(wall_ms, 2),
-              ops_ms=round(total, 2), ops_traced=len(times), backend=jax.default_backend(),
-              cores=cores)
+              traced_wall_ms=round(traced_ms, 2), ops_ms=round(total, 2), ops_traced=len(times),
+              backend=jax.default_backend(),
+              cores=cores, conv_impl=FLAGS.conv_impl)
   for part, ms in parts.most_common():
     common.emit(bench='step_profile', part=part, ms=round(ms, 2), share=round(ms / total, 3))
   for name, ms in sorted(times.items(), key=lambda kv: -kv[1])[:FLAGS.top]:

@@ -21,25 +21,24 @@ import numpy as np
 from absl import app, flags
 from jax.sharding import Mesh
 
-from ae import host_memory, parallel
+from ae import parallel, runtime
+from ae.cpu import host_memory
 from benchmarks import common
 from benchmarks.peer_process import PeerProcess
 from benchmarks.train_peers import PEERS
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer('batch_size', 128, 'global batch')
+common.define_step_flags()
 flags.DEFINE_bool('peers', False, 'also time Keras/TF and PyTorch, alternating with ours')
 flags.DEFINE_integer('windows', 5, 'timed windows per implementation')
 flags.DEFINE_integer('steps', 10, 'train steps per window')
-flags.DEFINE_integer('num_images', 10000, 'images resident on device to gather batches from')
-flags.DEFINE_float('noise_std', 0.1, 'input noise')
 flags.DEFINE_integer('steps_per_jit', 1, 'steps per jitted call (lax.scan)')
 
 
-def ours(batch_size, num_images, noise_std, steps, steps_per_jit):
+def ours(batch_size, num_images, noise_std, steps, steps_per_jit, conv_impl):
   """Returns (run_window, flops_per_image)."""
   config, fn, state, images, idx = common.build_step(batch_size, num_images, noise_std,
-                                                     steps_per_jit)
+                                                     steps_per_jit, conv_impl)
   box = {'state': state}
 
   def window():
@@ -61,7 +60,8 @@ def step_flops_per_image(config, noise_std):
   an H200), and it has no count for the lowered program. XLA counts a loop body once, whatever its
   trip count: one step without the loop, on abstract inputs (nothing is computed or compiled).
   """
-  from ae import train
+  from ae import train  # pylint: disable=g-import-not-at-top
+  from ae.augment import Augmentation  # pylint: disable=g-import-not-at-top
   mesh = Mesh(np.array(jax.devices('cpu')[:1]), ('data',))
   init_jit, init_key, apply_fn = train.make_init_fn(config, mesh)
   params, opt_state = jax.eval_shape(init_jit, init_key)
@@ -69,7 +69,7 @@ def step_flops_per_image(config, noise_std):
   sds = lambda shape, dtype, sharding=rep: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
   state = train.TrainState(step=sds((), jnp.int32), apply_fn=apply_fn, params=params,
                            tx=train.make_optimizer(config.train, 10 ** 6), opt_state=opt_state)
-  lowered = train.make_train_fn(mesh, 0, noise_std).lower(
+  lowered = train.make_train_fn(mesh, 0, Augmentation(noise_std=noise_std)).lower(
       state, sds((b, 32, 32, 3), jnp.uint8), sds((1, b), jnp.int32, parallel.data_sharded(mesh, 2, 1)))
   cost = lowered.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -82,12 +82,16 @@ def step_flops_per_image(config, noise_std):
 def main(argv):
   del argv
   b, n, s = FLAGS.batch_size, FLAGS.num_images, FLAGS.steps
+  if s < 1 or s % FLAGS.steps_per_jit:
+    raise app.UsageError(f'--steps={s} must be a positive multiple of --steps_per_jit='
+                         f'{FLAGS.steps_per_jit}: a window runs whole calls, and its images/s '
+                         'counts the steps it runs')
   peer_env = dict(os.environ)  # the peers get the environment as it came, not our defaults
-  parallel.set_runtime_defaults()  # as main.py: before JAX starts its backends
+  runtime.set_runtime_defaults()  # as main.py: before JAX starts its backends
   common.emit_machine()
   peers = {}
   with host_memory.reuse_freed_memory():  # as in the training loop
-    ours_window, flops = ours(b, n, FLAGS.noise_std, s, FLAGS.steps_per_jit)
+    ours_window, flops = ours(b, n, FLAGS.noise_std, s, FLAGS.steps_per_jit, FLAGS.conv_impl)
     timers = {'ours': lambda: common.time_call(ours_window, 1)}
     # Before the peers start: measured after their windows, the peak came out at 74 GFLOP/s on the
     # 2-core machine that gives 117-122 alone (and a fraction of peak too high by that much).
@@ -116,7 +120,7 @@ def main(argv):
       line.update(devices=jax.device_count(), backend=jax.default_backend(),
                   flops_per_image=flops, matmul_peak_gflops=round(peak / 1e9, 1),
                   fraction_of_matmul_peak=round(rate * flops / peak, 3),
-                  steps_per_jit=FLAGS.steps_per_jit)
+                  steps_per_jit=FLAGS.steps_per_jit, conv_impl=FLAGS.conv_impl)
     else:
       line.update(common.own_process_fields(peers[name].about, peer_env))
     common.emit(**line)

@@ -1,9 +1,9 @@
-"""Default config: the seed's architecture, trained on clean CIFAR-10.
+"""The original report's model and recipe on clean CIFAR-10; declares every field the project reads.
 
-    python main.py --config=configs/default.py --workdir=runs/default
+    python main.py --config=configs/default.py
 
-Every field the project reads is declared here; variants import this file and
-override a few fields.
+25 epochs of Adam at batch 128, then the evaluation: test MSE about 0.0221, P@10 about 0.286 /
+0.281 / 0.284 (Euclidean / Manhattan / cosine); about 20 minutes on a 2-core CPU, 1 on a GPU.
 """
 
 import ml_collections
@@ -25,12 +25,14 @@ def get_config():
   config.model = model = ml_collections.ConfigDict()
   model.latent_dim = 10  # bottleneck units
   model.encoder_features = (32, 64, 128)  # conv widths; a 2x2 max pool between consecutive convs
-  model.encoder_padding = 'VALID'  # 'VALID' (seed) | 'SAME'
-  model.norm = 'none'  # encoder normalisation: 'none' (seed) | 'group'
-  model.encoder_dense = ()  # relu dense widths between the convs and the bottleneck; () = seed
+  model.encoder_padding = 'VALID'  # 'VALID' (the report's) | 'SAME'
+  model.norm = 'none'  # encoder normalisation: 'none' (the report's) | 'group'
+  model.encoder_dense = ()  # relu dense widths between the convs and the bottleneck; () = none
   model.encoder_dropout = 0.0  # dropout rate on the inputs of those dense layers and the bottleneck
-  model.decoder = 'dense'  # 'dense' (seed: dense layers then reshape) | 'conv' (transposed convs)
-  model.decoder_features = (512, 1024, 2048)  # dense: hidden widths; conv: channels per 2x upsampling from 4x4
+  model.decoder = 'dense'  # 'dense' (the report's: dense layers, reshape) | 'conv' (sub-pixel convs)
+  # dense decoder: hidden widths; conv decoder: channels per 2x upsampling from 4x4
+  model.decoder_features = (512, 1024, 2048)
+  model.conv_impl = 'auto'  # 'auto': the forms fastest on the platform (ae/cpu/) | 'flax': nn.Conv
 
   config.train = train = ml_collections.ConfigDict()
   train.batch_size = 128  # global batch, split across all devices
@@ -40,7 +42,7 @@ def get_config():
   train.schedule = 'constant'  # 'constant' | 'cosine' (linear warm-up, then cosine decay to 0)
   train.warmup_steps = 0  # linear warm-up steps of the 'cosine' schedule
   train.weight_decay = 0.0  # adamw only
-  train.noise_std = 0.0  # std of Gaussian noise added to inputs (0 = clean, 0.1 = seed's denoising)
+  train.noise_std = 0.0  # std of Gaussian noise on the inputs (0 = clean, 0.1 = the report's)
   train.random_noise_std = False  # draw each image's noise std uniformly from [0, noise_std]
   train.random_flip = False  # mirror each training image left-right with probability 1/2
   train.random_shift = 0  # translate each training image by up to this many pixels (reflect fill)

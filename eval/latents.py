@@ -14,3 +14,8 @@ def latent_stats(z_NxD):
   corr[std == 0, :] = 0.0
   return {'mean': z.mean(axis=0).tolist(), 'std': std.tolist(), 'min': z.min(axis=0).tolist(),
           'max': z.max(axis=0).tolist(), 'corr': corr.tolist()}
+
+
+def evaluate(inputs):
+  """({'latent': latent_stats of the test codes}, {})."""
+  return {'latent': latent_stats(inputs.test['z'])}, {}

@@ -11,8 +11,8 @@ minimum); pass 2 gathers those k blocks per query, recomputes their distances an
 Both passes compute a distance with the same unrolled sum over the few dimensions, so they agree
 to the bit. Pass 1 lays a tile out gallery-major ([rows, queries]) and takes the block minima by
 halving (min of the two halves, log2(block) times): XLA fuses distance and minima into one loop
-that vectorises along the queries and never writes the tile to memory (measured on a 2-core CPU:
-6-8x faster than a matmul tile followed by a min-reduction). Padding rows are made infinitely far
+that vectorises along the queries and never writes the tile to memory (several times faster on a
+CPU than a matmul tile followed by a min-reduction). Padding rows are made infinitely far
 by their coordinates (_gallery_tiles), so that loop needs no mask. High-dimensional data (raw
 pixels) use a running top-k over tiles instead: a matmul tile for Euclidean and cosine, a
 cache-sized scan for Manhattan.
@@ -28,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 METRICS = ('euclidean', 'manhattan', 'cosine')
 _PAD_INDEX = np.iinfo(np.int32).max
 BLOCK = 128  # the most gallery rows per block of the two-pass search
-_MIN_BLOCK = 16  # the fewest (for k = 100: 16-row blocks 1.1-1.3x slower than 32 on 2 cores)
+_MIN_BLOCK = 16  # the fewest (for k = 100, 16-row blocks measured slower than 32)
 _BLOCK_CANDIDATES = 4096  # pass 2's candidate rows per query (k * block) that set the block size
 _MAX_CANDIDATE_FLOATS = 2 ** 24  # default per query chunk in pass 2: k * block * D * queries
 _SUB_ROWS = 128  # gallery rows per accumulator of the many-dimensional Manhattan tile
@@ -55,10 +55,10 @@ def _prepare_queries(q_QxD, metric, block_layout):
 @functools.partial(jax.jit, static_argnames=('metric', 'tile', 'block_layout'))
 def _gallery_tiles(g_GxD, metric, tile, block_layout):
   """The gallery padded to whole tiles, [tiles, tile, D'], built on the device (on a GPU the
-  whole query takes 15-20 ms, so a few ms of host work and round trips show): unit rows for cosine.
+  whole query takes milliseconds, so host work and round trips would show): unit rows for cosine.
 
   Plain layout: zero padding rows, masked by _chunk_topk. Block layout: padding rows infinitely
-  far from every query, so that pass 1 needs no mask (a select per distance costs 5x there):
+  far from every query, so that pass 1 needs no mask (a select per distance would dominate it):
   +inf coordinates; for cosine one more coordinate, 0 on gallery rows (adding an exact 0 to the
   1 of every query) and -inf on padding rows.
   """
@@ -86,7 +86,7 @@ def distance_tile(q_QxD, g_GxD, metric):
     if q_QxD.shape[1] > 64:
       return _manhattan_many_dims(q_QxD, g_GxD)
     # Unrolled over the few dimensions: one fused elementwise loop over [Q, G] that vectorises
-    # along the gallery, about twice as fast on a CPU as reducing a [Q, G, D] broadcast.
+    # along the gallery, faster on a CPU than reducing a [Q, G, D] broadcast.
     g_DxG = g_GxD.T
     return _unrolled_distance([q_QxD[:, j:j + 1] for j in range(q_QxD.shape[1])],
                               [g_DxG[j:j + 1] for j in range(q_QxD.shape[1])], metric)
@@ -100,7 +100,7 @@ def _manhattan_many_dims(q_QxD, g_GxD):
 
   Per sub-tile of _SUB_ROWS gallery rows, a scan over chunks of _DIM_CHUNK dimensions adds each
   chunk's unrolled sum to a [rows, queries] accumulator: vectorised along the queries, and small
-  enough to stay in cache. On a 2-core CPU ~6x faster than reducing a [Q, G, D] broadcast (one
+  enough to stay in cache: several times faster on a CPU than reducing a [Q, G, D] broadcast (one
   output at a time, streaming the whole gallery from memory for every query). Zero padding of
   dimensions adds exact zeros; padded gallery rows are cut off.
   """
@@ -182,8 +182,8 @@ def _halving_min(d_NxBxQ):
 def block_rows(k):
   """Gallery rows per block of the two-pass search for a top-k: the largest power of two up to
   BLOCK with k * rows <= _BLOCK_CANDIDATES (at least _MIN_BLOCK). Pass 2 re-scores k blocks per
-  query: for k = 100 (the evaluation's P@100 and mAP@100), blocks of 32 rows instead of 128 make a
-  10k x 50k search of 10-D codes 1.2-1.4x as fast on 2 CPU cores; up to k = 32, 128 rows."""
+  query, so fewer rows per block for a larger k (the evaluation's P@100 and mAP@100: 32) make
+  pass 2 cheaper than pass 1 gets dearer; up to k = 32, 128 rows."""
   rows = BLOCK
   while rows > _MIN_BLOCK and k * rows > _BLOCK_CANDIDATES:
     rows //= 2

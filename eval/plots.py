@@ -17,7 +17,7 @@ def _save(fig, path):
 
 
 def save_loss_curves(records, path):
-  """Train loss and test MSE per epoch (the seed's Figure 3), from metrics.jsonl records."""
+  """Train loss and test MSE per epoch (the report's Figure 3), from metrics.jsonl records."""
   epochs = {}
   for r in records:
     if 'test/mse' in r:
@@ -50,8 +50,8 @@ def mosaic(rows, gap=2, row_gap=2, group=0, group_gap=0, top=0):
   Columns are `gap` pixels apart; after every `group` columns (when set) `group_gap` more; rows are
   `row_gap` apart, below `top` blank rows (room for labels). The background is white. Returns the
   image and the top-left (y, x) of each cell, as [row][column].
-  Drawing one image is ~100x faster in matplotlib than one subplot per cell (726 subplots took
-  ~25 s of every evaluation).
+  Drawing one image is far faster in matplotlib than one subplot per cell (the query grids hold
+  hundreds of cells).
   """
   h, w = np.shape(rows[0][0])[:2]
   n_cols = max(len(r) for r in rows)
@@ -85,7 +85,7 @@ def _frame(ax, y, x, size, color):
 
 
 def save_image_rows(rows, row_titles, path, title):
-  """Rows of images, one row per array (the seed's Figures 5, 11 and 12)."""
+  """Rows of images, one row per array (the report's Figures 5, 11 and 12)."""
   image, corners = mosaic(rows)
   fig, ax = _mosaic_figure(image, inches_per_pixel=1 / 27)
   h = np.shape(rows[0][0])[0]
@@ -96,7 +96,7 @@ def save_image_rows(rows, row_titles, path, title):
 
 
 def save_latent_values(z_NxD, seed, path, n=50):
-  """Latent values of n random test images, one line per image (the seed's Figure 6)."""
+  """Latent values of n random test images, one line per image (the report's Figure 6)."""
   rng = np.random.default_rng(seed)
   pick = rng.choice(len(z_NxD), min(n, len(z_NxD)), replace=False)
   fig, ax = plt.subplots(figsize=(7, 4))
@@ -140,7 +140,7 @@ def save_correlation(corr, path):
 
 
 def save_umap(xy, labels, class_names, path):
-  """2-D UMAP of test codes coloured by class (the seed's Figure 7)."""
+  """2-D UMAP of test codes coloured by class (the report's Figure 7)."""
   fig, ax = plt.subplots(figsize=(7, 6))
   for c, name in enumerate(class_names):
     sel = labels == c
@@ -175,7 +175,7 @@ def save_query_grid(query_images, query_labels, gallery_images, gallery_labels, 
 
 
 def save_seed_setting(images, labels, nn_by_metric, path):
-  """The seed's setting: the first queries of a 1,000-image gallery, under each metric; frames
+  """The report's own setting: the first queries of a 1,000-image gallery, under each metric; frames
   mark the neighbours of the query's class (names would not fit at this size)."""
   metrics = list(nn_by_metric)
   q, k = next(iter(nn_by_metric.values())).shape
@@ -193,7 +193,7 @@ def save_seed_setting(images, labels, nn_by_metric, path):
       for c, g in enumerate(nn_by_metric[metric][r]):
         if labels[g] == labels[r]:
           _frame(ax, *corners[r][m * (k + 1) + c + 1], size, 'green')
-  ax.set_title('Seed setting: gallery = first 500 train + first 500 test images; '
+  ax.set_title('The report\'s setting: gallery = first 500 train + first 500 test images; '
                'query framed blue, same class green', fontsize=9)
   return _save(fig, path)
 

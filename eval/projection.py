@@ -3,6 +3,7 @@
 import warnings
 
 import numpy as np
+from absl import logging
 
 from eval.neighbors import nearest_neighbors
 
@@ -22,8 +23,7 @@ def umap_projection(z_NxD, labels, num_points, seed):
   """UMAP of num_points randomly chosen codes; returns (xy [n, 2], labels [n]).
 
   UMAP gets the exact 15-nearest-neighbour graph from our search instead of running its own
-  approximate one (NN-descent), whose numba compilation was most of the ~45 s it took per
-  evaluation (now ~14 s).
+  approximate one (NN-descent), whose numba compilation took most of the projection's time.
   """
   import umap  # pylint: disable=g-import-not-at-top  (slow import: only when asked)
   rng = np.random.default_rng(seed)
@@ -40,3 +40,13 @@ def umap_projection(z_NxD, labels, num_points, seed):
   with warnings.catch_warnings():  # we never call reducer.transform, which would need its index
     warnings.filterwarnings('ignore', message='.*knn_search_index.*')
     return reducer.fit_transform(x), np.asarray(labels)[pick]
+
+
+def evaluate(inputs):
+  """({}, {'umap': (xy, labels)} of eval.umap_points test codes), or nothing for 0 points."""
+  n = inputs.config.eval.umap_points
+  if not n:
+    return {}, {}
+  logging.info('eval: UMAP of %d test codes', min(n, len(inputs.test['z'])))
+  return {}, {'umap': umap_projection(inputs.test['z'], inputs.ds.test_labels, n,
+                                      inputs.config.seed)}

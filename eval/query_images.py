@@ -10,15 +10,15 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from ae import checkpoint as ckpt
 from ae import parallel
 from ae.data import load_dataset
+from ae.errors import QueryImageError
+from ae.inference import apply_in_batches
 from ae.model import create_model
-from ae.train import apply_in_batches
+from eval import plots
+from eval.codes import make_encode_fn
 from eval.neighbors import nearest_neighbors
-
-
-class QueryImageError(Exception):
-  """A query file is not a usable image."""
 
 
 def expand_queries(patterns):
@@ -77,10 +77,6 @@ def gallery_codes(config, workdir, params, mesh, ds, encode_fn):
 
 def query_main(config, workdir, patterns):
   """Answers every readable query; returns the exit status (1 if any query failed)."""
-  # Here, not at the top: main imports QueryImageError at every start, and pyplot takes a second
-  # (the font cache on a fresh machine more) that a training run should not pay before it starts.
-  from eval import plots  # pylint: disable=g-import-not-at-top
-  from eval.evaluate import load_params, make_encode_fn  # pylint: disable=g-import-not-at-top
   if not patterns:
     raise QueryImageError('--mode=query needs at least one --query=PATH (a file or a glob)')
   e = config.eval
@@ -100,9 +96,9 @@ def query_main(config, workdir, patterns):
   if not images:
     return 1
   mesh = parallel.make_mesh()
-  params, step = load_params(config, workdir, mesh)
+  params, step = ckpt.load_params(config.model, workdir, mesh)
   ds = load_dataset(config.data, config.seed)
-  encode = make_encode_fn(mesh, create_model(config.model))
+  encode = make_encode_fn(mesh, create_model(config.model, parallel.platform(mesh)))
   z_gallery = gallery_codes(config, workdir, params, mesh, ds, encode)
   z_q = apply_in_batches(mesh, encode, params, parallel.put(np.stack(images), parallel.replicated(mesh)),
                          len(images), config.train.eval_batch_size)

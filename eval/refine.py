@@ -9,9 +9,13 @@ encoder's code if refining did not lower its error.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from absl import logging
 
-from ae.train import make_batched_fn
+from ae.inference import apply_in_batches, make_batched_fn
+from eval.codes import NUM_SHOWN
+from eval.reconstruction import psnr
 
 
 def refine_codes(model, params, x, steps, lr):
@@ -43,3 +47,24 @@ def make_refine_fn(mesh, model, steps, lr):
     z, e, e0 = refine_codes(model, params, x, steps, lr)
     return {'z': z, 'sse': e, 'sse_encoder': e0}
   return make_batched_fn(mesh, fn)
+
+
+def evaluate(inputs):
+  """({'refined': the refined codes' test MSE and PSNR, and the share of images they improved},
+  {'test_z_refined': the codes, 'refined_shown': the first test images' reconstructions}), or
+  nothing when eval.refine_steps is 0."""
+  e, model, params = inputs.config.eval, inputs.model, inputs.params
+  if not e.refine_steps:
+    return {}, {}
+  n_test = len(inputs.ds.test_images)
+  logging.info('eval: refining %d test codes, %d Adam steps each through the decoder', n_test,
+               e.refine_steps)
+  refined = apply_in_batches(inputs.mesh, make_refine_fn(inputs.mesh, model, e.refine_steps,
+                                                         e.refine_lr),
+                             params, inputs.test_dev, n_test, inputs.config.train.eval_batch_size)
+  mse = float(refined['sse'].sum() / (n_test * np.prod(inputs.ds.test_images.shape[1:])))
+  numbers = {'steps': e.refine_steps, 'lr': e.refine_lr, 'test_mse': mse, 'psnr': psnr(mse),
+             'improved_fraction': float(np.mean(refined['sse'] < refined['sse_encoder']))}
+  decode = jax.jit(lambda p, z: model.apply(p, z, method=model.decode))
+  shown = np.asarray(decode(params, refined['z'][:NUM_SHOWN]))
+  return {'refined': numbers}, {'test_z_refined': refined['z'], 'refined_shown': shown}

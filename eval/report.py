@@ -3,18 +3,18 @@
 import os
 
 FIGURE_TITLES = {
-    'loss': 'Training curves (seed Figure 3)',
-    'reconstructions': 'Reconstructions of the first test images (seed Figure 5)',
-    'latent_values': 'Latent codes of 50 random test images (seed Figure 6)',
+    'loss': 'Training curves (original report, Figure 3)',
+    'reconstructions': 'Reconstructions of the first test images (original report, Figure 5)',
+    'latent_values': 'Latent codes of 50 random test images (original report, Figure 6)',
     'latent_histograms': 'Distribution of each latent unit',
     'latent_correlation': 'Correlation between latent units',
-    'umap': 'UMAP projection of the test codes (seed Figure 7)',
-    'query_euclidean': 'Nearest training images, Euclidean (seed Figure 8)',
-    'query_manhattan': 'Nearest training images, Manhattan (seed Figure 9)',
-    'query_cosine': 'Nearest training images, cosine (seed Figure 10)',
-    'seed_setting': "The seed's query setting (1,000-image gallery)",
+    'umap': 'UMAP projection of the test codes (original report, Figure 7)',
+    'query_euclidean': 'Nearest training images, Euclidean (original report, Figure 8)',
+    'query_manhattan': 'Nearest training images, Manhattan (original report, Figure 9)',
+    'query_cosine': 'Nearest training images, cosine (original report, Figure 10)',
+    'seed_setting': "The original report's query setting (1,000-image gallery)",
     'precision': 'Precision@k: model, PCA and raw pixels',
-    'denoising': 'Noisy inputs and their reconstructions (seed Figures 11-12)',
+    'denoising': 'Noisy inputs and their reconstructions (original report, Figures 11-12)',
 }
 
 
@@ -80,7 +80,7 @@ def build_report(config, results):
                  f"{results['noisy_queries'][m]['P@10']:.4f} |{extra}")
   if 'parent' in results:
     lines += ['', f"Parent run (train.init_from): `{parent['workdir']}`."]
-  lines += ['', "## The seed's setting", '',
+  lines += ['', "## The original report's setting", '',
             'Gallery: first 500 train + first 500 test codes; queries: the first 10 (self excluded).',
             '', '| metric | precision |', '| --- | --- |']
   for m, r in results['seed_setting'].items():

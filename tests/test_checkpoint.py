@@ -11,6 +11,8 @@ import pytest
 
 from ae import checkpoint as ckpt
 from ae import parallel, train
+from ae.augment import Augmentation
+from ae.errors import CheckpointError, Preempted
 from ae.metrics_log import read_records
 from conftest import tiny_config
 
@@ -36,7 +38,7 @@ def test_checkpoint_round_trip(tmp_path):
   mesh = parallel.make_mesh()
   state = train.create_train_state(config, mesh, total_steps=8)
   state, _ = jax.jit(lambda s: train.train_step(s, np.zeros((4, 32, 32, 3), np.uint8),
-                                                jax.random.key(0), 0.1))(state)
+                                                jax.random.key(0), Augmentation(0.1)))(state)
   mngr = ckpt.make_manager(str(tmp_path))
   ckpt.save(mngr, state)
   mngr.wait_until_finished()
@@ -88,7 +90,7 @@ def test_sigterm_saves_the_current_step_and_the_rerun_finishes_identically(tmp_p
       time.sleep(0.01)
 
   threading.Thread(target=preempt_after_first_record, daemon=True).start()
-  with pytest.raises(train.Preempted) as e:
+  with pytest.raises(Preempted) as e:
     train.train(tiny_config(train__checkpoint_every_steps=100), workdir)
   stopped = e.value.step
   assert 4 <= stopped < 16
@@ -114,10 +116,31 @@ def test_init_from_loads_the_other_runs_weights(tmp_path, uninterrupted):
 def test_init_from_a_model_of_another_shape_fails_before_loading_data(tmp_path, uninterrupted):
   config = tiny_config(train__init_from=uninterrupted[1], model__latent_dim=7,
                        data__source='dir', data__dir=str(tmp_path / 'no_data_here'))
-  with pytest.raises(ckpt.CheckpointError, match='different model'):
+  with pytest.raises(CheckpointError, match='different model'):
     train.train(config, str(tmp_path / 'run'))
 
 
 def test_missing_init_from_is_a_clear_error(tmp_path):
-  with pytest.raises(ckpt.CheckpointError, match='no checkpoint directory'):
+  with pytest.raises(CheckpointError, match='no checkpoint directory'):
     train.train(tiny_config(train__init_from=str(tmp_path / 'missing')), str(tmp_path / 'run'))
+
+
+def test_a_checkpoint_crosses_between_the_convolution_forms(tmp_path, uninterrupted):
+  """Half a run trained with model.conv_impl='auto' (the CPU forms) resumes under 'flax' (nn.Conv,
+  nn.max_pool) and ends where the whole 'auto' run ends, to float tolerance; each form then
+  reconstructs with the other's checkpoint as well as with its own."""
+  from ae import inference  # pylint: disable=g-import-not-at-top
+  from ae.model import create_model  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path)
+  train.train(tiny_config(train__num_epochs=1), workdir)
+  state, mesh, ds = train.train(tiny_config(model__conv_impl='flax'), workdir)
+  for x, y in zip(_params(state), _params(uninterrupted[0])):
+    np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-5)
+  images = parallel.put(ds.test_images, parallel.replicated(mesh))
+  mse = {}
+  for impl in ('auto', 'flax'):
+    model = create_model(tiny_config(model__conv_impl=impl).model, 'cpu')
+    params, _ = ckpt.load_params(tiny_config().model, workdir, mesh)
+    sse_fn = inference.make_batched_fn(mesh, inference.per_image_sse(model.apply))
+    mse[impl] = inference.mean_squared_error(mesh, sse_fn, params, images, len(ds.test_images), 32)
+  assert mse['auto'] == pytest.approx(mse['flax'], rel=1e-5)

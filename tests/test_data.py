@@ -73,8 +73,7 @@ def test_subset_and_float_conversion(tmp_path):
                        data__num_test=2)
   ds = data.load_dataset(config.data)
   assert len(ds.train_images) == 7 and len(ds.test_labels) == 2
-  from ae.model import to_float
-  x = np.asarray(to_float(ds.train_images))
+  x = np.asarray(data.to_float(ds.train_images))
   np.testing.assert_allclose(x, ds.train_images / 255.0, rtol=1e-6)
 
 

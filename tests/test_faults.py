@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from ae import train
-from ae.checkpoint import CheckpointError
-from ae.config_check import ConfigError, validate_config
+from ae.config_check import validate_config
+from ae.errors import CheckpointError, ConfigError, NonFiniteLossError, QueryImageError
 from conftest import ROOT, run_python, tiny_config
-from eval.query_images import QueryImageError, load_query_image
+from eval.query_images import load_query_image
 
 ARGS = ['main.py', '--config=configs/test.py', '--config.eval.enabled=False',
         '--config.train.num_epochs=4', '--config.train.checkpoint_every_steps=4']
@@ -31,13 +31,12 @@ def _popen(workdir, extra=()):
 
 
 def _final_params(workdir):
-  from ae import checkpoint as ckpt
-  from ae.train import abstract_params
-  from configs import test as test_config
+  import jax  # pylint: disable=g-import-not-at-top
+  from ae import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
+  from configs import test as test_config  # pylint: disable=g-import-not-at-top
   mngr = ckpt.open_readonly(str(workdir))
   assert mngr.latest_step() == 32
-  import jax
-  params = ckpt.restore_params(mngr, abstract_params(test_config.get_config()))
+  params = ckpt.restore_params(mngr, ckpt.abstract_params(test_config.get_config().model))
   return [np.asarray(x) for x in jax.tree.leaves(params)]
 
 
@@ -128,16 +127,13 @@ def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(tmp_path, refere
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
-  workdir = tmp_path / 'run'
-  p = _popen(workdir, ['--config.train.num_epochs=1'])
-  assert p.wait(timeout=600) == 0
-  before = (workdir / 'checkpoints' / '8' / 'params').stat()
-  p = _popen(workdir, ['--config.train.learning_rate=1e30'])
-  _, err = p.communicate(timeout=600)
-  assert p.returncode == 1
-  assert 'loss is nan at step' in err and 'learning_rate' in err
-  assert sorted(os.listdir(workdir / 'checkpoints')) == ['4', '8']  # nothing after the NaN
-  assert (workdir / 'checkpoints' / '8' / 'params').stat().st_mtime == before.st_mtime
+  workdir = str(tmp_path / 'run')
+  train.train(tiny_config(train__num_epochs=1, train__checkpoint_every_steps=4), workdir)
+  before = os.stat(os.path.join(workdir, 'checkpoints', '8', 'params'))
+  with pytest.raises(NonFiniteLossError, match='loss is nan at step .*learning_rate=1e\\+30'):
+    train.train(tiny_config(train__checkpoint_every_steps=4, train__learning_rate=1e30), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4', '8']  # none after
+  assert os.stat(os.path.join(workdir, 'checkpoints', '8', 'params')).st_mtime == before.st_mtime
 
 
 @pytest.mark.parametrize('field,value,message', [
@@ -167,8 +163,7 @@ def test_batch_not_divisible_by_devices():
 
 def test_workdir_checkpoint_of_another_model_shape(tmp_path):
   workdir = tmp_path / 'run'
-  p = _popen(workdir, ['--config.train.num_epochs=1'])
-  assert p.wait(timeout=600) == 0
+  train.train(tiny_config(train__num_epochs=1), str(workdir))
   config = tiny_config(model__encoder_features=(8, 16, 32), data__source='dir',
                        data__dir=str(tmp_path / 'none'))
   with pytest.raises(CheckpointError, match='different model'):

@@ -15,16 +15,6 @@ FIGURES = ('loss', 'reconstructions', 'latent_values', 'latent_histograms', 'lat
            'precision_at_k', 'denoising')
 
 
-@pytest.fixture(scope='module')
-def run_dir(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('e2e') / 'run'
-  proc = run_python(['main.py', '--config=configs/test.py', f'--workdir={workdir}',
-                     '--config.eval.refine_steps=5'])
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert 'imgs/s' in proc.stderr and 'ETA' in proc.stderr  # the progress line
-  return workdir
-
-
 def test_train_run_leaves_every_file(run_dir):
   for name in ('config.json', 'metrics.jsonl', 'results.json', 'embeddings.npz', 'report.md'):
     assert (run_dir / name).is_file(), name

@@ -11,7 +11,7 @@ from eval.refine import refine_codes
 
 
 def _model_and_images():
-  model = create_model(tiny_config().model)
+  model = create_model(tiny_config().model, 'cpu')
   x = jnp.asarray(np.random.default_rng(0).random((6, 32, 32, 3), np.float32))
   params = model.init(jax.random.key(0), x[:1])
   return model, params, x

@@ -11,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ae import parallel, train
+from ae import inference, parallel, runtime, train
+from ae.augment import Augmentation
+from ae.cpu import compiler_options
 from ae.model import create_model
 from conftest import ROOT, run_python, tiny_config
 
@@ -19,16 +21,16 @@ from conftest import ROOT, run_python, tiny_config
 def test_runtime_defaults_fill_in_and_never_override(monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
   monkeypatch.delenv('XLA_PYTHON_CLIENT_PREALLOCATE', raising=False)
-  parallel.set_runtime_defaults()
+  runtime.set_runtime_defaults()
   assert os.environ['XLA_FLAGS'].split() == ['--xla_force_host_platform_device_count=2',
                                              '--xla_gpu_enable_triton_gemm=false']
   assert os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'false'
-  parallel.set_runtime_defaults()  # idempotent
+  runtime.set_runtime_defaults()  # idempotent
   assert os.environ['XLA_FLAGS'].split().count('--xla_gpu_enable_triton_gemm=false') == 1
 
   monkeypatch.setenv('XLA_FLAGS', '--xla_gpu_enable_triton_gemm=true')
   monkeypatch.setenv('XLA_PYTHON_CLIENT_PREALLOCATE', 'true')
-  parallel.set_runtime_defaults()
+  runtime.set_runtime_defaults()
   assert os.environ['XLA_FLAGS'] == '--xla_gpu_enable_triton_gemm=true'
   assert os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'true'
 
@@ -36,15 +38,15 @@ def test_runtime_defaults_fill_in_and_never_override(monkeypatch):
 def test_cpu_train_step_options_follow_the_environment_and_this_jaxlib(monkeypatch, caplog):
   mesh = parallel.make_mesh()
   monkeypatch.delenv('XLA_FLAGS', raising=False)
-  ours = dict(parallel.CPU_STEP_COMPILER_OPTIONS)
-  assert parallel.step_compiler_options(mesh) == ours
+  ours = dict(compiler_options.TRAIN_STEP)
+  assert compiler_options.for_train_step(mesh) == ours
   name = next(iter(ours))
   monkeypatch.setenv('XLA_FLAGS', f'--{name}=false')  # the environment's own setting stays
-  assert parallel.step_compiler_options(mesh) == {k: v for k, v in ours.items() if k != name}
+  assert compiler_options.for_train_step(mesh) == {k: v for k, v in ours.items() if k != name}
   monkeypatch.delenv('XLA_FLAGS')
-  monkeypatch.setitem(parallel.CPU_STEP_COMPILER_OPTIONS, 'xla_cpu_no_such_option', True)
+  monkeypatch.setitem(compiler_options.TRAIN_STEP, 'xla_cpu_no_such_option', True)
   with caplog.at_level('WARNING'):
-    options = parallel.step_compiler_options(mesh)  # an option this jaxlib lacks: skipped
+    options = compiler_options.for_train_step(mesh)  # an option this jaxlib lacks: skipped
   assert options == ours and 'xla_cpu_no_such_option' in caplog.text
 
 
@@ -53,31 +55,33 @@ def _forward_inputs(config, mesh):
   state = train.create_train_state(config, mesh, total_steps=10)
   images = parallel.put(np.zeros((8, 32, 32, 3), np.uint8), parallel.replicated(mesh))
   idx = parallel.put(np.arange(8, dtype=np.int32), parallel.data_sharded(mesh))
-  return state, create_model(config.model), images, idx
+  return state, create_model(config.model, 'cpu'), images, idx
 
 
+@pytest.mark.slow  # pins XLA:CPU's compiled program
 def test_cpu_forward_programs_run_the_encoder_convolutions_outside_ynnpack(monkeypatch):
-  """make_batched_fn compiles with CPU_INFERENCE_COMPILER_OPTIONS: each of the encoder's
+  """make_batched_fn compiles with compiler_options.INFERENCE: each of the encoder's
   convolutions is then an instruction of its own (XLA's Eigen convolution), not a YNNPACK fusion
   (XLA's default on the CPU, 3.5x slower here)."""
   monkeypatch.delenv('XLA_FLAGS', raising=False)
   mesh = parallel.make_mesh()
-  assert parallel.inference_compiler_options(mesh) == parallel.CPU_INFERENCE_COMPILER_OPTIONS
+  assert compiler_options.for_inference(mesh) == compiler_options.INFERENCE
   config = tiny_config(model__encoder_features=(32, 64, 128))  # the default's (YNNPACK takes them)
   state, model, images, idx = _forward_inputs(config, mesh)
 
   def convolution_instructions():
-    encode = train.make_batched_fn(mesh, lambda p, x, i: model.apply(p, x, method=model.encode))
+    encode = inference.make_batched_fn(mesh, lambda p, x, i: model.apply(p, x, method=model.encode))
     text = encode.lower(state.params, images, idx).compile().as_text()
     return re.findall(r'\n  %\S+ = \S+ convolution\(', text)
 
   assert len(convolution_instructions()) == len(config.model.encoder_features)
-  monkeypatch.setattr(parallel, 'CPU_INFERENCE_COMPILER_OPTIONS', {})
+  monkeypatch.setattr(compiler_options, 'INFERENCE', {})
   assert not convolution_instructions()  # XLA's default: each inside a YNNPACK fusion
 
 
+@pytest.mark.slow  # pins XLA:CPU's default YNNPACK fusion list
 def test_cpu_forward_options_change_nothing_but_the_convolutions(monkeypatch):
-  """CPU_INFERENCE_COMPILER_OPTIONS is XLA's default list of YNNPACK fusion types less
+  """compiler_options.INFERENCE is XLA's default list of YNNPACK fusion types less
   convolutions, written out: a forward program without convolutions (the decoder's products,
   elementwise ops and a reduction) compiles to the same program with it as without it. If a
   jaxlib changes its default list, this fails: bring the list up to date."""
@@ -91,12 +95,12 @@ def test_cpu_forward_options_change_nothing_but_the_convolutions(monkeypatch):
     return jnp.sum(jnp.square(model.apply(p, z, method=model.decode) - x), axis=(1, 2, 3))
 
   def program(options):  # the compiled instructions, without their source locations
-    monkeypatch.setattr(parallel, 'CPU_INFERENCE_COMPILER_OPTIONS', options)
-    text = train.make_batched_fn(mesh, sse).lower(state.params, images, idx).compile().as_text()
+    monkeypatch.setattr(compiler_options, 'INFERENCE', options)
+    text = inference.make_batched_fn(mesh, sse).lower(state.params, images, idx).compile().as_text()
     return [re.sub(r', metadata=\{[^}]*\}', '', line) for line in text.splitlines()
             if re.match(r'\s*(ROOT )?%', line)]
 
-  (name, types), = parallel.CPU_INFERENCE_COMPILER_OPTIONS.items()
+  (name, types), = compiler_options.INFERENCE.items()
   ours = program({name: types})
   assert ours == program({}), 'XLA\'s default YNNPACK fusion types changed'
   assert any('ynn_fusion' in line for line in ours)
@@ -104,6 +108,7 @@ def test_cpu_forward_options_change_nothing_but_the_convolutions(monkeypatch):
     assert program({name: ','.join(fewer)}) != ours
 
 
+@pytest.mark.slow  # pins XLA:CPU's compiled program
 def test_cpu_train_step_updates_the_kernels_in_place():
   """The Adam update overwrites each weight matrix after the backward pass has read it: the
   compiled step keeps no copy of any of them (XLA's default copy insertion copies them)."""
@@ -112,7 +117,7 @@ def test_cpu_train_step_updates_the_kernels_in_place():
   state = train.create_train_state(config, mesh, total_steps=10)
   images = parallel.put(np.zeros((8, 32, 32, 3), np.uint8), parallel.replicated(mesh))
   idx = parallel.put(np.zeros((1, 8), np.int32), parallel.data_sharded(mesh, 2, 1))
-  lowered = train.make_train_fn(mesh, seed=0, noise_std=0.1).lower(state, images, idx)
+  lowered = train.make_train_fn(mesh, 0, Augmentation(noise_std=0.1)).lower(state, images, idx)
   kernels = {jax.ShapeDtypeStruct(p.shape, p.dtype) for p in jax.tree.leaves(state.params)
              if p.ndim >= 2}
 
@@ -122,15 +127,16 @@ def test_cpu_train_step_updates_the_kernels_in_place():
             if jax.ShapeDtypeStruct(tuple(map(int, s.split(','))), np.float32) in kernels}
 
   assert copied_kernels(lowered.compile()) == set()
-  name = next(iter(parallel.CPU_STEP_COMPILER_OPTIONS))
+  name = next(iter(compiler_options.TRAIN_STEP))
   assert copied_kernels(lowered.compile(compiler_options={name: False}))  # the default copies
 
 
 FAULTS_SCRIPT = '''
 import json, resource
 import numpy as np
-from ae import host_memory, parallel
-parallel.set_runtime_defaults()
+from ae import runtime
+from ae.cpu import host_memory
+runtime.set_runtime_defaults()
 import jax, jax.numpy as jnp
 # A temporary of 81 MiB: a 4608 x 4608 product that two reductions read.
 x = jnp.ones((4608, 8)) / 8
@@ -163,6 +169,7 @@ print(json.dumps({'temp_pages': temp / resource.getpagesize(), 'inside': inside,
 '''
 
 
+@pytest.mark.slow  # counts page faults
 @pytest.mark.skipif(platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc',
                     reason='the setting is for glibc')
 def test_xla_temporaries_reuse_host_memory_while_training():

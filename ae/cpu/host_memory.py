@@ -1,16 +1,15 @@
 """Host memory: let XLA:CPU reuse its freed temporaries from one train step to the next.
 
-XLA:CPU allocates a compiled program's temporaries as one block per call, from a worker thread:
-108 MB for the default model's train step at batch 128. glibc serves a block that large with a
-fresh mmap (always, from a thread's own arena: those grow by at most 64 MB) and unmaps it when
-the call ends, so every step touches 108 MB of new pages: measured on 2 cores, 26,400 page faults
-and ~0.1 s of kernel time a step. With one arena for all threads (use_one_arena, at start-up) and,
-while training (reuse_freed_memory), no mmap for large blocks and no trimming of the heap's free
-top, the block is reused from call to call: no page faults, 1.3x the train step's images/s.
+XLA:CPU allocates a compiled program's temporaries as one block per call, from a worker thread
+(about 100 MB for the default train step). glibc serves a block that large with a fresh mmap
+(always, from a thread's own arena: those grow by at most 64 MB) and unmaps it when the call ends,
+so every step would fault in all of its pages again. With one arena for all threads
+(use_one_arena, at start-up) and, while training (reuse_freed_memory), no mmap for large blocks and
+no trimming of the heap's free top, the block is reused from call to call.
 
 Only the training loop runs so: the evaluation's large NumPy arrays would otherwise stay in the
-heap (its peak resident memory measured 5.0 GB instead of 2.7 GB). Settings in the environment
-(any of USER_SETTINGS) and C libraries other than glibc are left alone.
+heap. Settings in the environment (any of USER_SETTINGS) and C libraries other than glibc are left
+alone. benchmarks/RESULTS.md has the page faults and speeds measured.
 """
 
 import contextlib
@@ -55,7 +54,7 @@ def _libc():
 def use_one_arena():
   """Makes every thread allocate from glibc's main arena, which can grow past 64 MB without
   mmap; True if set. Must run before any other thread allocates (a thread keeps the arena it
-  took first): main.py and the benchmarks call it first (parallel.set_runtime_defaults)."""
+  took first): main.py and the benchmarks call it first (runtime.set_runtime_defaults)."""
   global one_arena
   libc = _libc()
   one_arena = bool(libc) and libc.mallopt(_M_ARENA_MAX, 1) == 1

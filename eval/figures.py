@@ -1,0 +1,57 @@
+"""The figures of a run, drawn after every number is computed (eval/plots.py draws each kind)."""
+
+import os
+
+import jax
+import numpy as np
+
+from ae.metrics_log import read_records
+from eval import plots
+from eval.codes import NUM_SHOWN
+from eval.query_variants import seed_gallery
+
+
+def plot_training(workdir):
+  """figures/loss.png: the training curves from metrics.jsonl (process 0)."""
+  if jax.process_index() == 0:
+    plots.save_loss_curves(read_records(os.path.join(workdir, 'metrics.jsonl')),
+                           os.path.join(workdir, 'figures', 'loss.png'))
+
+
+def draw(workdir, inputs, results, arrays):
+  """Draws every figure into workdir/figures; returns {name: path relative to workdir}."""
+  e, ds, shown = inputs.config.eval, inputs.ds, inputs.shown
+  path = lambda name: os.path.join(workdir, 'figures', f'{name}.png')
+  test_images = ds.test_images[:NUM_SHOWN]
+  rows, row_names = [test_images, shown['recon']], ['test image', 'reconstruction']
+  title = (f'First {len(test_images)} test images and their reconstructions '
+           f"(test MSE {results['test']['mse']:.4f})")
+  if 'refined' in results:
+    rows.append(arrays['refined_shown'])
+    row_names.append(f'refined code ({e.refine_steps} steps)')
+    title += f"; refined codes {results['refined']['test_mse']:.4f}"
+  z = inputs.test['z']
+  figures = {
+      'loss': path('loss'),
+      'reconstructions': plots.save_image_rows(rows, row_names, path('reconstructions'), title),
+      'latent_values': plots.save_latent_values(z, inputs.config.seed, path('latent_values')),
+      'latent_histograms': plots.save_latent_histograms(z, path('latent_histograms')),
+      'latent_correlation': plots.save_correlation(np.array(results['latent']['corr']),
+                                                   path('latent_correlation')),
+      'precision': plots.save_precision_comparison(results, path('precision_at_k')),
+      'denoising': plots.save_image_rows(
+          [test_images, shown['noisy'], shown['recon_noisy']],
+          ['clean', f'noisy (std {e.noise_std:g})', 'reconstruction'], path('denoising'),
+          'Noisy test images and their reconstructions'),
+      'seed_setting': plots.save_seed_setting(*seed_gallery(ds), arrays['seed_neighbors'],
+                                              path('seed_setting')),
+  }
+  for m, (d, i) in arrays['grids'].items():
+    figures[f'query_{m}'] = plots.save_query_grid(
+        test_images, ds.test_labels[:NUM_SHOWN], ds.train_images, ds.train_labels, i, d,
+        ds.class_names, path(f'query_{m}'), f'{m} distance in latent space')
+  if 'umap' in arrays:
+    figures['umap'] = plots.save_umap(*arrays['umap'], ds.class_names, path('umap'))
+  if not os.path.isfile(figures['loss']):  # --mode=eval of a run whose curves were not drawn
+    del figures['loss']
+  return {k: os.path.relpath(v, workdir) for k, v in figures.items()}

@@ -1,10 +1,10 @@
-"""The improved model: SAME-padded group-normed encoder, sub-pixel conv decoder, AdamW with
-warm-up and cosine decay; the same 10-unit bottleneck as the seed.
+"""A convolutional decoder and a wider, group-normed SAME-padded encoder; AdamW with warm-up and
+cosine decay; the same 10-unit bottleneck.
 
-    python main.py --config=configs/conv.py --workdir=runs/conv
+    python main.py --config=configs/conv.py
 
-It does about 4x the seed model's convolution work per image: a GPU config (on 2 CPU cores a
-25-epoch run takes hours).
+About 4 times the default model's convolution work per image: a GPU config (on a 2-core CPU the
+25 epochs take hours). Not yet measured at this size.
 """
 
 from configs import default

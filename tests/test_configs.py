@@ -1,11 +1,13 @@
+import glob
 import importlib
+import os
 
 import pytest
 
 from ae.config_check import validate_config
+from conftest import ROOT
 
-VARIANTS = ('denoise', 'test', 'conv', 'conv_denoise', 'head', 'head_denoise', 'head_same',
-            'head_same_reg')
+VARIANTS = ('denoise', 'test', 'conv', 'improved', 'improved_denoise')
 
 
 @pytest.mark.parametrize('name', ('default',) + VARIANTS)
@@ -24,3 +26,8 @@ def test_variants_only_override_declared_fields():
     assert set(config.keys()) == set(declared.keys())
     for group in ('data', 'model', 'train', 'eval'):
       assert set(config[group].keys()) == set(declared[group].keys()), (name, group)
+
+
+def test_every_config_file_is_tested():
+  names = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, 'configs', '*.py'))}
+  assert names - {'__init__'} == {'default', *VARIANTS}

@@ -53,14 +53,36 @@ def read_binary_batch(path):
   return np.ascontiguousarray(images), _check_labels(labels, path)
 
 
+class _Refused(pickle.UnpicklingError):
+  """A pickle asked for a class or function the official batches never hold."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+  """Unpickles only what CIFAR-10 python batches hold: dicts, lists, bytes (_codecs.encode, as
+  Python 3 pickles them), numbers, NumPy arrays and scalars. Shared data directories are written
+  by many people, and a pickle runs whatever callable it names: any other is refused uncalled."""
+  ALLOWED = {('numpy', 'ndarray'), ('numpy', 'dtype'), ('_codecs', 'encode')} | {
+      (f'numpy.{core}.multiarray', f) for core in ('core', '_core') for f in ('_reconstruct',
+                                                                               'scalar')}
+
+  def find_class(self, module, name):
+    if (module, name) not in self.ALLOWED:
+      raise _Refused(f'{module}.{name}')
+    return super().find_class(module, name)
+
+
 def read_pickle_batch(path):
-  """Reads one CIFAR-10 python-pickle batch (dict with b'data' and b'labels')."""
+  """Reads one CIFAR-10 python-pickle batch (dict with b'data' and b'labels'), running nothing
+  the file names (_BatchUnpickler)."""
   try:
     with open(path, 'rb') as f:
-      d = pickle.load(f, encoding='bytes')
+      d = _BatchUnpickler(f, encoding='bytes').load()
     data = np.asarray(d[b'data'], dtype=np.uint8)
     labels = np.asarray(d[b'labels'], dtype=np.int64)
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  except _Refused as e:
+    raise DataError(f'{path}: refused: it calls {e}, which no CIFAR-10 batch does (nothing in it '
+                    f'was run). Replace it with an official copy. {FIX}') from None
   except Exception as e:  # any unpickling or layout failure means the same fix
     raise DataError(f'{path}: not a readable CIFAR-10 python batch ({type(e).__name__}: {e}). '
                     f'Replace it with a fresh copy. {FIX}') from e

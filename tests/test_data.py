@@ -67,6 +67,31 @@ def test_python_pickle_layout(tmp_path):
   np.testing.assert_array_equal(ds.train_images[3:6], truth['data_batch_2'])
 
 
+class _Payload:
+  """Unpickles into a call of open(path, 'w'): a file that appears when the pickle is run."""
+
+  def __init__(self, path):
+    self.path = path
+
+  def __reduce__(self):
+    return open, (self.path, 'w')
+
+
+def test_a_pickle_that_would_run_code_is_refused_before_it_runs(tmp_path):
+  rng = np.random.default_rng(2)
+  marker = tmp_path / 'payload_ran'
+  for name in data.TRAIN_FILES + (data.TEST_FILE,):
+    batch = {b'data': rng.integers(0, 256, (2, 3072), dtype=np.uint8), b'labels': [1, 2]}
+    if name == 'data_batch_3':
+      batch[b'labels'] = _Payload(str(marker))
+    with open(tmp_path / name, 'wb') as f:
+      pickle.dump(batch, f)
+  with pytest.raises(DataError, match=r'data_batch_3: refused: it calls (io|builtins)\.open') as e:
+    data.load_dir(str(tmp_path))
+  assert 'CIFAR10_DIR' in str(e.value)
+  assert not marker.exists()  # the payload never ran
+
+
 def test_subset_and_float_conversion(tmp_path):
   make_binary_dir(tmp_path, n=5)
   config = tiny_config(data__source='dir', data__dir=str(tmp_path), data__num_train=7,

@@ -17,6 +17,10 @@ class CheckpointError(Exception):
   """A checkpoint is missing or does not fit the configured model, or a workdir is unusable."""
 
 
+class WorkdirInUseError(Exception):
+  """Another run holds the workdir."""
+
+
 class NonFiniteLossError(Exception):
   """The loss became NaN or Inf; training stopped before saving the bad state."""
 
@@ -33,4 +37,5 @@ class Preempted(Exception):
     self.signal_name, self.step = signal_name, step
 
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, NonFiniteLossError, QueryImageError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError, WorkdirInUseError, NonFiniteLossError,
+               QueryImageError)

@@ -111,7 +111,7 @@ def train(config, workdir):
   """Trains (resuming from workdir's latest checkpoint if any); returns (state, mesh, dataset).
   SIGTERM/SIGINT after the config checks saves the current step and raises Preempted."""
   validate_config(config)
-  with runtime.StopRequest() as stop:
+  with runtime.StopRequest() as stop, workdir_lib.hold(workdir):
     trainer = _Trainer(config, workdir)
     return trainer.run(trainer.initial_state(), stop), trainer.mesh, trainer.ds
 
@@ -123,7 +123,6 @@ class _Trainer:
 
   def __init__(self, config, workdir):
     self.timer, self.config, self.workdir = StartupTimer(), config, workdir
-    workdir_lib.prepare(workdir)
     self.mesh, t = parallel.make_mesh(), config.train
     self.init = make_init_fn(config, self.mesh)
     self.shapes = jax.eval_shape(self.init.fn, self.init.key)

@@ -13,7 +13,7 @@ import numpy as np
 from absl import logging
 
 from ae import checkpoint as ckpt
-from ae import parallel
+from ae import parallel, workdir as workdir_lib
 from ae.config_check import validate_config
 from ae.data import load_dataset
 from ae.metrics_log import read_records
@@ -94,7 +94,8 @@ def _write_json(path, obj):
 def evaluate_workdir(config, workdir):
   """--mode=eval: evaluates the latest checkpoint in workdir."""
   validate_config(config)
-  mesh = parallel.make_mesh()
-  params, step = ckpt.load_params(config.model, workdir, mesh)
-  logging.info('eval: checkpoint step %d from %s', step, workdir)
-  return evaluate(config, workdir, params, mesh, load_dataset(config.data, config.seed))
+  with workdir_lib.hold(workdir):
+    mesh = parallel.make_mesh()
+    params, step = ckpt.load_params(config.model, workdir, mesh)
+    logging.info('eval: checkpoint step %d from %s', step, workdir)
+    return evaluate(config, workdir, params, mesh, load_dataset(config.data, config.seed))

@@ -126,6 +126,33 @@ def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(tmp_path, refere
     np.testing.assert_array_equal(a, b)
 
 
+def test_a_second_run_on_a_held_workdir_stops_at_once_and_the_first_loses_nothing(tmp_path,
+                                                                                  reference):
+  workdir = tmp_path / 'run'
+  first = _popen(workdir)
+  lock, metrics = workdir / '.lock', workdir / 'metrics.jsonl'
+  while first.poll() is None and not (lock.exists() and f'pid {first.pid}' in lock.read_text()
+                                      or metrics.exists() and metrics.stat().st_size):
+    time.sleep(0.01)
+  first.send_signal(signal.SIGSTOP)  # it holds the workdir: keep it there while the second starts
+  try:
+    second = _popen(workdir)
+    _, err = second.communicate(timeout=120)
+  finally:
+    first.send_signal(signal.SIGCONT)
+  assert second.returncode == 1
+  assert f'workdir {workdir} is in use by another run' in err
+  assert f'pid {first.pid}' in err and 'another --workdir' in err
+  assert 'Traceback' not in err
+  _, err = first.communicate(timeout=600)
+  assert first.returncode == 0, err[-2000:]
+  timing = ('imgs_per_s', 'epoch_time_s', 'epoch_imgs_per_s')
+  untimed = lambda d: [{k: v for k, v in r.items() if k not in timing} for r in _records(d)]
+  assert untimed(workdir) == untimed(reference)  # every record, once
+  for a, b in zip(_final_params(workdir), _final_params(reference)):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
   workdir = str(tmp_path / 'run')
   train.train(tiny_config(train__num_epochs=1, train__checkpoint_every_steps=4), workdir)

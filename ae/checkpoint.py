@@ -5,13 +5,17 @@ weights of another run, whatever optimizer it used.
 """
 
 import contextlib
+import logging as logging_std
 import os
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 from ae import parallel
 from ae.errors import CheckpointError
@@ -78,14 +82,13 @@ def save(mngr, state):
       meta=ocp.args.JsonSave(meta)))
 
 
-def read_meta(mngr, step=None):
-  step = mngr.latest_step() if step is None else step
+def read_meta(mngr, step):
   return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
 
 
-def check_shapes(mngr, params, where):
+def check_shapes(mngr, params, where, step):
   """Raises CheckpointError when the checkpoint's parameters differ from the model's."""
-  saved, ours = read_meta(mngr)['param_shapes'], param_shapes(params)
+  saved, ours = read_meta(mngr, step)['param_shapes'], param_shapes(params)
   if saved != ours:
     diff = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
     first = diff[0]
@@ -95,24 +98,65 @@ def check_shapes(mngr, params, where):
         'config. Use the same model.* settings, or another workdir.')
 
 
-def _abstract(tree):
-  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+def restore_newest(mngr, restore, where):
+  """(step, restore(step)) for the newest step that restores, and the newer ones that did not.
+
+  A checkpoint that does not restore (a disk that filled, a copy cut short) is named in a warning
+  and the one before it tried; only when none restores is it an error. A CheckpointError from
+  restore (a model that does not fit) is no damage: it stops at once.
+  """
+  damaged = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      return step, restore(step), damaged
+    except CheckpointError:
+      raise
+    except Exception as e:  # noqa: BLE001 (orbax and tensorstore raise many kinds)
+      _quiet_abandoned_reads()
+      logging.warning('%s: the checkpoint of step %d (%s) does not restore (%s: %.300s); trying '
+                      'the one before it.', where, step, os.path.join(mngr.directory, str(step)),
+                      type(e).__name__, e)
+      damaged.append(step)
+  raise CheckpointError(f'{where}: no checkpoint restores (steps {", ".join(map(str, damaged))} '
+                        f'in {mngr.directory} are damaged). Restore a copy, or move the directory '
+                        'away to start afresh.')
 
 
-def restore_state(mngr, state):
-  """Returns (params, opt_state, step) of the latest checkpoint, laid out like `state`."""
-  step = mngr.latest_step()
-  r = mngr.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(_abstract(state.params)),
-      opt_state=ocp.args.StandardRestore(_abstract(state.opt_state))))
-  return r['params'], r['opt_state'], step
+class _AbandonedReads(logging_std.Filter):
+  """Drops asyncio's report of each array read a failed restore abandoned."""
+
+  def filter(self, record):
+    message = record.getMessage()
+    return not ('Task exception was never retrieved' in message and 'deserialize' in message)
 
 
-def restore_params(mngr, params):
-  """The latest checkpoint's params, laid out like `params`."""
-  r = mngr.restore(mngr.latest_step(),
-                   args=ocp.args.Composite(params=ocp.args.StandardRestore(_abstract(params))))
-  return r['params']
+def _quiet_abandoned_reads():
+  """After a restore fails, the array reads it started still finish: asyncio logs each failed one
+  as a task whose exception was never retrieved, and each that calls back into orbax's event loop,
+  closed by then, is an unraisable RuntimeError. Tracebacks that say nothing the warning does not:
+  exactly those are dropped from then on."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'quiets_abandoned_reads', False):
+    return
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == 'Event loop is closed'):
+      previous(unraisable)
+
+  hook.quiets_abandoned_reads = True
+  sys.unraisablehook = hook
+  logging_std.getLogger('asyncio').addFilter(_AbandonedReads())
+
+
+def restore_params(mngr, params, where):
+  """(step, params) of the newest checkpoint that fits and restores, laid out like params."""
+  def restore(step):
+    check_shapes(mngr, params, where, step)
+    return mngr.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(params)))['params']
+  step, restored, _ = restore_newest(mngr, restore, where)
+  return step, restored
 
 
 def abstract_params(model_config):
@@ -122,39 +166,66 @@ def abstract_params(model_config):
 
 
 def load_params(model_config, path, mesh):
-  """(the latest checkpoint's params in path, replicated over the mesh; its step), checked to fit
-  the model (--mode=eval and --mode=query)."""
-  mngr = open_readonly(path)
-  shapes = abstract_params(model_config)
-  check_shapes(mngr, shapes, f'the checkpoint in {path}')
+  """(the newest restorable checkpoint's params in path, replicated over the mesh; its step),
+  checked to fit the model (--mode=eval and --mode=query)."""
   rep = parallel.replicated(mesh)
-  target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
-  return restore_params(mngr, target), mngr.latest_step()
+  target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
+                        abstract_params(model_config))
+  step, params = restore_params(open_readonly(path), target, f'the run in {path}')
+  return params, step
 
 
-def open_for_training(workdir, init_from, params):
-  """(the run's manager, train.init_from's read-only one or None), each checked to fit params
-  (shapes are enough): a resumed run ignores init_from."""
+def open_for_training(workdir, init_from):
+  """(the run's manager, train.init_from's read-only one or None: a resumed run ignores it)."""
   mngr = make_manager(workdir)
   resuming = mngr.latest_step() is not None
-  parent = open_readonly(init_from) if init_from and not resuming else None
-  if resuming:
-    check_shapes(mngr, params, f'the checkpoint in {workdir}')
-  if parent is not None:
-    check_shapes(parent, params, f'train.init_from={init_from}')
-  return mngr, parent
+  return mngr, (open_readonly(init_from) if init_from and not resuming else None)
 
 
-def restore_for_training(state, mngr, parent, mesh):
-  """state with the latest checkpoint's parameters, optimizer state and step (resume), or with
-  parent's parameters and a fresh optimizer (train.init_from), or as it is."""
+def restore_for_training(mngr, parent, shapes, workdir):
+  """(the step to start from, restored (params, opt_state or None) or None) for the abstract
+  (params, opt_state) shapes: the newest checkpoint of the run that restores (resume), else
+  parent's parameters with a fresh optimizer (train.init_from), else nothing. The run's damaged
+  newer checkpoints move to workdir/damaged_checkpoints/, so that their steps are trained and
+  saved again."""
+  where = f'the run in {workdir}'
   if mngr.latest_step() is not None:
-    params, opt_state, step = restore_state(mngr, state)
+    def restore(step):
+      check_shapes(mngr, shapes[0], where, step)
+      r = mngr.restore(step, args=ocp.args.Composite(
+          params=ocp.args.StandardRestore(shapes[0]),
+          opt_state=ocp.args.StandardRestore(shapes[1])))
+      return r['params'], r['opt_state']
+    step, restored, damaged = restore_newest(mngr, restore, where)
+    if damaged:
+      _move_aside(mngr, damaged, os.path.join(workdir, 'damaged_checkpoints'))
+      logging.warning('Moved the damaged checkpoints of steps %s to %s.', damaged,
+                      os.path.join(workdir, 'damaged_checkpoints'))
     logging.info('Resumed from %s at step %d.', mngr.directory, step)
-    return state.replace(params=params, opt_state=opt_state,
-                         step=parallel.put(np.int32(step), parallel.replicated(mesh)))
+    return step, restored
   if parent is not None:
-    logging.info('Initialised weights from %s (step %d); fresh optimizer.', parent.directory,
-                 parent.latest_step())
-    return state.replace(params=restore_params(parent, state.params))
-  return state
+    step, params = restore_params(parent, shapes[0], f'train.init_from={parent.directory}')
+    logging.info('Initialised weights from %s (step %d); fresh optimizer.', parent.directory, step)
+    return 0, (params, None)
+  return 0, None
+
+
+def with_restored(state, restored, step, mesh):
+  """A fresh state with restore_for_training's parts (params, and opt_state on resume) and step."""
+  if restored is None:
+    return state
+  params, opt_state = restored
+  return state.replace(params=params, step=parallel.put(np.int32(step), parallel.replicated(mesh)),
+                       opt_state=state.opt_state if opt_state is None else opt_state)
+
+
+def _move_aside(mngr, steps, to):
+  """Moves these steps' directories out of the manager's (process 0) and lets it see that."""
+  if jax.process_index() == 0:
+    os.makedirs(to, exist_ok=True)
+    for step in steps:
+      stamp = time.strftime('%Y%m%d-%H%M%S')
+      os.replace(os.path.join(mngr.directory, str(step)), os.path.join(to, f'{step}.{stamp}'))
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('damaged checkpoints moved')
+  mngr.reload()

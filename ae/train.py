@@ -126,7 +126,9 @@ class _Trainer:
     self.mesh, t = parallel.make_mesh(), config.train
     self.init = make_init_fn(config, self.mesh)
     self.shapes = jax.eval_shape(self.init.fn, self.init.key)
-    self.mngr, self.parent = ckpt.open_for_training(workdir, t.init_from, self.shapes[0])
+    self.mngr, parent = ckpt.open_for_training(workdir, t.init_from)
+    self.start_step, self.restored = ckpt.restore_for_training(self.mngr, parent, self.shapes,
+                                                               workdir)
     ahead = jax.process_count() == 1
     self.compiling = [runtime.compile_ahead(self.init.fn, self.init.key)] if ahead else []
     self.timer.done('checks')
@@ -137,7 +139,6 @@ class _Trainer:
                         f'train.batch_size={t.batch_size}: lower the batch or use more data.')
     self.steps_per_epoch = len(ds.train_images) // t.batch_size
     self.total_steps = self.steps_per_epoch * t.num_epochs
-    self.start_step = self.mngr.latest_step() or 0
     self.tx = make_optimizer(t, self.total_steps)
     self.train_fn = make_train_fn(self.mesh, config.seed, Augmentation.from_config(t))
     self.sse_fn = inference.make_batched_fn(self.mesh, inference.per_image_sse(self.init.apply_fn))
@@ -169,8 +170,8 @@ class _Trainer:
     """A fresh state, or the latest checkpoint's, or one with train.init_from's weights."""
     if self.compiling:
       self.compiling[0].join()
-    state = create_train_state(self.config, self.mesh, None, self.init, self.tx)
-    state = ckpt.restore_for_training(state, self.mngr, self.parent, self.mesh)
+    state = ckpt.with_restored(create_train_state(self.config, self.mesh, None, self.init, self.tx),
+                               self.restored, self.start_step, self.mesh)
     self.timer.done('state')
     workdir_lib.write_config(self.config, self.workdir)
     for thread in self.compiling:

@@ -43,7 +43,9 @@ def test_checkpoint_round_trip(tmp_path):
   ckpt.save(mngr, state)
   mngr.wait_until_finished()
   fresh = train.create_train_state(config, mesh, total_steps=8)
-  params, opt_state, step = ckpt.restore_state(ckpt.open_readonly(str(tmp_path)), fresh)
+  shapes = jax.tree.map(ocp.utils.to_shape_dtype_struct, (fresh.params, fresh.opt_state))
+  step, (params, opt_state) = ckpt.restore_for_training(ckpt.make_manager(str(tmp_path)), None,
+                                                        shapes, str(tmp_path))
   assert step == 1
   restored = fresh.replace(params=params, opt_state=opt_state)
   _assert_same(restored, state)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ae import checkpoint as ckpt
-from ae import rng
+from ae import parallel, rng
 from ae.data import load_dataset
 from ae.metrics_log import read_records
 from ae.model import create_model
@@ -27,8 +27,7 @@ def run(run_dir):
     results = json.load(f)
   with np.load(run_dir / 'embeddings.npz') as f:
     emb = dict(f)
-  params = ckpt.restore_params(ckpt.open_readonly(str(run_dir)),
-                               ckpt.abstract_params(config.model))
+  params, _ = ckpt.load_params(config.model, str(run_dir), parallel.make_mesh())
   model = create_model(config.model, 'cpu')
   return results, emb, load_dataset(config.data, config.seed), model, params, config
 

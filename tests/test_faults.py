@@ -32,11 +32,11 @@ def _popen(workdir, extra=()):
 
 def _final_params(workdir):
   import jax  # pylint: disable=g-import-not-at-top
-  from ae import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
+  from ae import checkpoint as ckpt, parallel  # pylint: disable=g-import-not-at-top
   from configs import test as test_config  # pylint: disable=g-import-not-at-top
-  mngr = ckpt.open_readonly(str(workdir))
-  assert mngr.latest_step() == 32
-  params = ckpt.restore_params(mngr, ckpt.abstract_params(test_config.get_config().model))
+  params, step = ckpt.load_params(test_config.get_config().model, str(workdir),
+                                  parallel.make_mesh())
+  assert step == 32
   return [np.asarray(x) for x in jax.tree.leaves(params)]
 
 
@@ -151,6 +151,57 @@ def test_a_second_run_on_a_held_workdir_stops_at_once_and_the_first_loses_nothin
   assert untimed(workdir) == untimed(reference)  # every record, once
   for a, b in zip(_final_params(workdir), _final_params(reference)):
     np.testing.assert_array_equal(a, b)
+
+
+def _damage(step_dir, part):
+  """Cuts a checkpoint's array data files ('data') or every file ('all') in half, as a copy or a
+  write cut short leaves them."""
+  for root, _, files in os.walk(step_dir):
+    for name in files:
+      path = os.path.join(root, name)
+      if part == 'all' or f'{os.sep}d{os.sep}' in path:
+        os.truncate(path, os.path.getsize(path) // 2)
+
+
+@pytest.mark.parametrize('part', ['data', 'all'])
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_one_before(
+    tmp_path, reference, part):
+  workdir = tmp_path / 'run'
+  p = _popen(workdir, ['--config.train.num_epochs=2'])
+  assert p.wait(timeout=600) == 0
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['12', '16', '8']
+  _damage(workdir / 'checkpoints' / '16', part)
+  p = _popen(workdir)
+  _, err = p.communicate(timeout=600)
+  assert p.returncode == 0, err[-3000:]
+  assert f"the checkpoint of step 16 ({workdir / 'checkpoints' / '16'}) does not restore" in err
+  assert 'at step 12' in err and 'Fatal' not in err
+  (moved,) = os.listdir(workdir / 'damaged_checkpoints')
+  assert moved.startswith('16.')
+  for a, b in zip(_final_params(workdir), _final_params(reference)):
+    np.testing.assert_array_equal(a, b)
+  for key in ('train/loss', 'test/mse'):  # (an epoch's mean loss counts the steps run since)
+    assert [r[key] for r in _records(workdir) if key in r] == [
+        r[key] for r in _records(reference) if key in r]
+
+
+def test_evaluation_and_init_from_fall_back_too_and_no_restorable_checkpoint_is_an_error(
+    tmp_path, caplog):
+  from ae import checkpoint as ckpt, parallel  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / 'run'
+  train.train(tiny_config(train__checkpoint_every_steps=4), str(workdir))
+  _damage(workdir / 'checkpoints' / '16', 'data')
+  _, step = ckpt.load_params(tiny_config().model, str(workdir), parallel.make_mesh())
+  assert step == 12  # --mode=eval and --mode=query
+  with caplog.at_level('INFO'):
+    train.train(tiny_config(train__init_from=str(workdir), train__num_epochs=1),
+                str(tmp_path / 'child'))
+  assert 'step 16' in caplog.text and '(step 12); fresh optimizer' in caplog.text
+  for step in ('8', '12'):
+    _damage(workdir / 'checkpoints' / step, 'all')
+  with pytest.raises(CheckpointError, match=r'no checkpoint restores \(steps 16, 12, 8 in .* are '
+                                            r'damaged\)\. Restore a copy'):
+    ckpt.load_params(tiny_config().model, str(workdir), parallel.make_mesh())
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -53,7 +53,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   # Imported here so that --help and flag errors do not wait for JAX.
-  from ae import runtime  # pylint: disable=g-import-not-at-top
+  from ae import runtime, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from ae.errors import USER_ERRORS, Preempted  # pylint: disable=g-import-not-at-top
   runtime.set_runtime_defaults()
   # Some imported library adds a root handler of its own; filter every handler.
@@ -76,9 +76,12 @@ def main(argv):
   except Preempted as e:
     logging.warning('stopped cleanly: %s', e)
     return 0
-  except USER_ERRORS as e:
-    logging.error('%s', e)
-    print(f'error: {e}', file=sys.stderr)
+  except Exception as e:  # pylint: disable=broad-except
+    error = e if isinstance(e, USER_ERRORS) else workdir_lib.disk_full_error(e, workdir)
+    if error is None:
+      raise
+    logging.error('%s', error)
+    print(f'error: {error}', file=sys.stderr)
     return 1
   return 0
 

@@ -33,6 +33,7 @@ def checkpoint_dir(path):
 
 def make_manager(workdir, max_to_keep=3):
   """The run's manager; the train loop decides when to save (every N steps, at the end, on SIGTERM)."""
+  _quiet_orbax()
   return ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), 'checkpoints'),
       options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
@@ -40,6 +41,7 @@ def make_manager(workdir, max_to_keep=3):
 
 
 def open_readonly(path):
+  _quiet_orbax()
   d = checkpoint_dir(path)
   if not os.path.isdir(d):
     raise CheckpointError(f'no checkpoint directory at {path}: expected a run workdir holding '
@@ -112,7 +114,6 @@ def restore_newest(mngr, restore, where):
     except CheckpointError:
       raise
     except Exception as e:  # noqa: BLE001 (orbax and tensorstore raise many kinds)
-      _quiet_abandoned_reads()
       logging.warning('%s: the checkpoint of step %d (%s) does not restore (%s: %.300s); trying '
                       'the one before it.', where, step, os.path.join(mngr.directory, str(step)),
                       type(e).__name__, e)
@@ -122,21 +123,27 @@ def restore_newest(mngr, restore, where):
                         'away to start afresh.')
 
 
-class _AbandonedReads(logging_std.Filter):
-  """Drops asyncio's report of each array read a failed restore abandoned."""
+class _OrbaxNoise(logging_std.Filter):
+  """Drops two kinds of report that say nothing this project does not say once, clearly: asyncio's
+  of each array read a failed restore abandoned, and orbax's own (several tracebacks from its
+  threads) of a write that found the disk full, which main.py reports in one line."""
 
   def filter(self, record):
-    message = record.getMessage()
-    return not ('Task exception was never retrieved' in message and 'deserialize' in message)
+    text = record.getMessage()
+    if record.exc_info and record.exc_info[1] is not None:
+      text += str(record.exc_info[1])
+    if 'Task exception was never retrieved' in text and 'deserialize' in text:
+      return False
+    return not ('orbax' in record.pathname and any(
+        s in text for s in ('RESOURCE_EXHAUSTED', 'No space left on device')))
 
 
-def _quiet_abandoned_reads():
-  """After a restore fails, the array reads it started still finish: asyncio logs each failed one
-  as a task whose exception was never retrieved, and each that calls back into orbax's event loop,
-  closed by then, is an unraisable RuntimeError. Tracebacks that say nothing the warning does not:
-  exactly those are dropped from then on."""
+def _quiet_orbax():
+  """Installs _OrbaxNoise (once), and drops the unraisable RuntimeError('Event loop is closed')
+  that each write or read still in flight raises when a failed save or restore has closed orbax's
+  event loop."""
   previous = sys.unraisablehook
-  if getattr(previous, 'quiets_abandoned_reads', False):
+  if getattr(previous, 'quiets_orbax', False):
     return
 
   def hook(unraisable):
@@ -144,9 +151,10 @@ def _quiet_abandoned_reads():
             and str(unraisable.exc_value) == 'Event loop is closed'):
       previous(unraisable)
 
-  hook.quiets_abandoned_reads = True
+  hook.quiets_orbax = True
   sys.unraisablehook = hook
-  logging_std.getLogger('asyncio').addFilter(_AbandonedReads())
+  for name in ('asyncio', 'absl'):
+    logging_std.getLogger(name).addFilter(_OrbaxNoise())
 
 
 def restore_params(mngr, params, where):

@@ -21,6 +21,10 @@ class WorkdirInUseError(Exception):
   """Another run holds the workdir."""
 
 
+class DiskFullError(Exception):
+  """The disk filled while the run wrote a file; its message says which and how to go on."""
+
+
 class NonFiniteLossError(Exception):
   """The loss became NaN or Inf; training stopped before saving the bad state."""
 
@@ -37,5 +41,5 @@ class Preempted(Exception):
     self.signal_name, self.step = signal_name, step
 
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, WorkdirInUseError, NonFiniteLossError,
-               QueryImageError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError, WorkdirInUseError, DiskFullError,
+               NonFiniteLossError, QueryImageError)

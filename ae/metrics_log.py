@@ -6,6 +6,8 @@ import sys
 
 import jax
 
+from ae.workdir import writing
+
 
 def read_records(path):
   """Whole, parseable JSON lines of a metrics file; a torn last line is dropped."""
@@ -55,7 +57,7 @@ class MetricsLog:
       return
     kept = [r for r in read_records(self.path) if r.get('step', 0) <= resume_step]
     tmp = self.path + '.tmp'
-    with open(tmp, 'w') as f:
+    with writing(tmp), open(tmp, 'w') as f:
       f.writelines(json.dumps(r) + '\n' for r in kept)
     os.replace(tmp, self.path)
     self._file = open(self.path, 'a')
@@ -65,13 +67,15 @@ class MetricsLog:
   def write(self, record):
     if not self.active:
       return
-    self._file.write(json.dumps(record) + '\n')
-    self._file.flush()
+    with writing(self.path):
+      self._file.write(json.dumps(record) + '\n')
+      self._file.flush()
     for k, v in record.items():
       if k not in ('step', 'epoch') and isinstance(v, (int, float)):
         self._tb.add_scalar(k, v, record['step'])
 
   def close(self):
     if self.active:
-      self._file.close()
+      with writing(self.path):
+        self._file.close()
       self._tb.close()

@@ -1,13 +1,15 @@
 """The run directory: held by one run at a time, checked writable first, the config written to it."""
 
 import contextlib
+import errno
 import fcntl
 import os
+import re
 import socket
 
 import jax
 
-from ae.errors import CheckpointError, WorkdirInUseError
+from ae.errors import CheckpointError, DiskFullError, WorkdirInUseError
 
 LOCK_FILE = '.lock'
 _held = set()  # the workdirs this process holds
@@ -62,6 +64,46 @@ def write_config(config, workdir):
   """config.json, the resolved config (process 0; replaced atomically)."""
   if jax.process_index() == 0:
     tmp = os.path.join(workdir, 'config.json.tmp')
-    with open(tmp, 'w') as f:
+    with writing(tmp), open(tmp, 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
     os.replace(tmp, os.path.join(workdir, 'config.json'))
+
+
+@contextlib.contextmanager
+def writing(path):
+  """Names path in an OSError raised within (a failed write or flush carries no file name)."""
+  try:
+    yield
+  except OSError as e:
+    if e.filename is None:
+      raise OSError(e.errno, e.strerror, path) from e
+    raise
+
+
+def disk_full_error(error, workdir):
+  """A DiskFullError for an exception that says the disk filled (ours, or orbax's and
+  tensorstore's from a checkpoint write), naming the file, the last complete checkpoint and how to
+  go on; None for any other exception."""
+  e, texts = error, []
+  while e is not None:
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+      return DiskFullError(_full_message(e.filename, workdir))
+    texts.append(str(e))
+    e = e.__cause__ or e.__context__
+  text = ' '.join(texts)
+  if 'No space left on device' not in text and 'RESOURCE_EXHAUSTED' not in text:
+    return None
+  written = re.search(r'local file "([^"]+)"', text)
+  return DiskFullError(_full_message(written.group(1) if written else None, workdir))
+
+
+def _full_message(path, workdir):
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  writing = re.search(r'/(\d+)\.orbax-checkpoint-tmp', path or '')
+  if writing:  # a file inside the checkpoint orbax was writing
+    path = f'the checkpoint of step {writing.group(1)}'
+  steps = [int(n) for n in os.listdir(ckpt_dir) if n.isdigit()] if os.path.isdir(ckpt_dir) else []
+  last = (f'the last complete checkpoint is step {max(steps)} in {ckpt_dir}' if steps
+          else 'no checkpoint was complete yet')
+  return (f'no space left on the device writing {path or "a file of the run"}; {last}. Free some '
+          'space, then run the same command again to continue from there.')

@@ -14,6 +14,7 @@ from absl import logging
 
 from ae import checkpoint as ckpt
 from ae import parallel, workdir as workdir_lib
+from ae.workdir import writing
 from ae.config_check import validate_config
 from ae.data import load_dataset
 from ae.metrics_log import read_records
@@ -46,9 +47,10 @@ def evaluate(config, workdir, params, mesh, ds):
     return results
   results['figures'] = figures.draw(workdir, inputs, results, arrays)
   refined = {'test_z_refined': arrays['test_z_refined']} if 'test_z_refined' in arrays else {}
-  np.savez_compressed(os.path.join(workdir, 'embeddings.npz'), train_z=inputs.train_z,
-                      train_labels=ds.train_labels, test_z=inputs.test['z'],
-                      test_labels=ds.test_labels, **refined)
+  embeddings = os.path.join(workdir, 'embeddings.npz')
+  with writing(embeddings):
+    np.savez_compressed(embeddings, train_z=inputs.train_z, train_labels=ds.train_labels,
+                        test_z=inputs.test['z'], test_labels=ds.test_labels, **refined)
   _write_json(os.path.join(workdir, 'results.json'), results)
   report.write_report(workdir, config, results)
   refined_note = f", refined codes {results['refined']['test_mse']:.5f}" if refined else ''
@@ -86,7 +88,7 @@ def parent_results(init_from):
 
 def _write_json(path, obj):
   tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
+  with writing(tmp), open(tmp, 'w') as f:
     json.dump(obj, f, indent=2)
   os.replace(tmp, path)
 

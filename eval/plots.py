@@ -8,10 +8,13 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from ae.workdir import writing  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 
 def _save(fig, path):
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  fig.savefig(path, dpi=100, bbox_inches='tight')
+  with writing(path):
+    fig.savefig(path, dpi=100, bbox_inches='tight')
   plt.close(fig)
   return path
 

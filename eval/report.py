@@ -2,6 +2,8 @@
 
 import os
 
+from ae.workdir import writing
+
 FIGURE_TITLES = {
     'loss': 'Training curves (original report, Figure 3)',
     'reconstructions': 'Reconstructions of the first test images (original report, Figure 5)',
@@ -101,6 +103,6 @@ def build_report(config, results):
 
 def write_report(workdir, config, results):
   path = os.path.join(workdir, 'report.md')
-  with open(path, 'w') as f:
+  with writing(path), open(path, 'w') as f:
     f.write(build_report(config, results))
   return path

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -202,6 +203,91 @@ def test_evaluation_and_init_from_fall_back_too_and_no_restorable_checkpoint_is_
   with pytest.raises(CheckpointError, match=r'no checkpoint restores \(steps 16, 12, 8 in .* are '
                                             r'damaged\)\. Restore a copy'):
     ckpt.load_params(tiny_config().model, str(workdir), parallel.make_mesh())
+
+
+FULL_DISK_LINE = re.compile(r'^error: no space left on the device writing (.+); the last complete '
+                            r'checkpoint is step (\d+) in (.+)\. Free some space, then run the same '
+                            r'command again to continue from there\.$', re.M)
+
+
+def _finishes_like_the_reference(workdir, reference, resumed_at):
+  p = _popen(workdir)
+  _, err = p.communicate(timeout=600)
+  assert p.returncode == 0, err[-3000:]
+  assert f'at step {resumed_at}' in err
+  for a, b in zip(_final_params(workdir), _final_params(reference)):
+    np.testing.assert_array_equal(a, b)
+  assert [r['train/loss'] for r in _records(workdir) if 'train/loss' in r] == [
+      r['train/loss'] for r in _records(reference) if 'train/loss' in r]
+
+
+def test_a_full_disk_is_one_clear_line_and_a_rerun_after_freeing_space_finishes(tmp_path,
+                                                                                reference):
+  disk = tmp_path / 'disk'
+  disk.mkdir()
+  mount = ['mount', '-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', str(disk)]
+  if subprocess.run(mount, capture_output=True, check=False).returncode:
+    pytest.skip('no tmpfs can be mounted here (test_our_writes_to_a_full_disk... covers those)')
+  try:
+    workdir = disk / 'run'
+    p = _popen(workdir)  # 3 checkpoints of ~2.5 MB do not fit in 6 MB
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 1
+    (line,) = FULL_DISK_LINE.finditer(err)
+    written, last, ckpt_dir = line.groups()
+    assert written.startswith('the checkpoint of step ') and int(written.split()[-1]) > int(last)
+    assert ckpt_dir == str(workdir / 'checkpoints') and 'Traceback' not in err
+    subprocess.run(['mount', '-o', 'remount,size=64m', str(disk)], check=True)
+    _finishes_like_the_reference(workdir, reference, resumed_at=int(last))
+  finally:
+    subprocess.run(['umount', '-l', str(disk)], check=False)
+
+
+FULL_FILE = """
+import builtins, errno, os
+_open, _target = builtins.open, os.environ['AE_TEST_FULL_FILE']
+_left = [int(os.environ['AE_TEST_WRITES_BEFORE_FULL'])]
+
+
+class _Full:  # the file's writes succeed until the disk is full
+  def __init__(self, f):
+    self._f = f
+
+  def write(self, data):
+    if _left[0] <= 0:
+      raise OSError(errno.ENOSPC, 'No space left on device')
+    _left[0] -= 1
+    return self._f.write(data)
+
+  def __getattr__(self, name):
+    return getattr(self._f, name)
+
+
+def _open_filling(file, mode='r', *args, **kwargs):
+  f = _open(file, mode, *args, **kwargs)
+  return _Full(f) if str(file).endswith(_target) and set(mode) & set('aw') else f
+
+
+builtins.open = _open_filling
+"""
+
+
+def test_our_writes_to_a_full_disk_are_one_clear_line_too(tmp_path, reference):
+  """The disk fills under metrics.jsonl (ENOSPC injected into its writes at the file layer)."""
+  site = tmp_path / 'site'
+  site.mkdir()
+  (site / 'sitecustomize.py').write_text(FULL_FILE)
+  workdir = tmp_path / 'run'
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), ROOT]),
+             AE_TEST_FULL_FILE='metrics.jsonl', AE_TEST_WRITES_BEFORE_FULL='5')
+  p = subprocess.run([sys.executable] + ARGS + [f'--workdir={workdir}'], cwd=ROOT, env=env,
+                     capture_output=True, text=True, timeout=600)
+  assert p.returncode == 1
+  (line,) = FULL_DISK_LINE.finditer(p.stderr)
+  written, last, _ = line.groups()
+  assert written == str(workdir / 'metrics.jsonl') and int(last) > 0
+  assert 'Traceback' not in p.stderr
+  _finishes_like_the_reference(workdir, reference, resumed_at=int(last))
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):

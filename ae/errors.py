@@ -34,10 +34,16 @@ class QueryImageError(Exception):
 
 
 class Preempted(Exception):
-  """SIGTERM/SIGINT arrived; a checkpoint of the current step was written (not an error)."""
+  """SIGTERM/SIGINT arrived and the run stopped cleanly (not an error): in training at a step,
+  whose checkpoint was saved; in the evaluation (step None), which the same command redoes."""
 
-  def __init__(self, signal_name, step):
-    super().__init__(f'{signal_name} at step {step}; checkpoint saved, rerun to continue')
+  def __init__(self, signal_name, step=None):
+    if step is None:
+      message = (f'{signal_name} during the evaluation, whose files are incomplete; training is '
+                 'complete: run the same command again to evaluate')
+    else:
+      message = f'{signal_name} at step {step}; checkpoint saved, rerun to continue'
+    super().__init__(message)
     self.signal_name, self.step = signal_name, step
 
 

@@ -1,6 +1,7 @@
 """The process around the computation: start-up settings, the distributed runtime, signals, and
 compiling ahead in threads."""
 
+import contextlib
 import os
 import signal
 import threading
@@ -10,6 +11,7 @@ from absl import logging
 
 from ae import gpu
 from ae.cpu import host_memory
+from ae.errors import Preempted
 
 
 def set_runtime_defaults():
@@ -45,29 +47,48 @@ def log_devices():
                jax.process_count(), jax.process_index(), jax.devices())
 
 
+@contextlib.contextmanager
+def _on_stop_signals(handler):
+  """Within: SIGTERM and SIGINT call handler(signal name); after: the handlers of before. Off the
+  main thread (where Python allows no handler) signals are left alone."""
+  old = {}
+  for s in (signal.SIGTERM, signal.SIGINT):
+    try:
+      old[s] = signal.signal(s, lambda signum, frame: handler(signal.Signals(signum).name))
+    except ValueError:
+      pass
+  try:
+    yield
+  finally:
+    for s, h in old.items():
+      signal.signal(s, h)
+
+
 class StopRequest:
   """Turns SIGTERM/SIGINT into a flag the training loop checks between calls (preemption), so
   that it can save the current step before it exits."""
 
   def __init__(self):
     self.signal = None
-    self._old = {}
+    self._handling = _on_stop_signals(self._note)
+
+  def _note(self, name):
+    self.signal = name
 
   def __enter__(self):
-    for s in (signal.SIGTERM, signal.SIGINT):
-      try:
-        self._old[s] = signal.signal(s, self._handle)
-      except ValueError:  # not the main thread: leave signals alone
-        pass
+    self._handling.__enter__()
     return self
 
-  def _handle(self, signum, frame):
-    del frame
-    self.signal = signal.Signals(signum).name
-
   def __exit__(self, *exc):
-    for s, h in self._old.items():
-      signal.signal(s, h)
+    return self._handling.__exit__(*exc)
+
+
+def stop_at_once():
+  """Within: SIGTERM/SIGINT raise Preempted where the main thread is (for the evaluation, which
+  has nothing to save), so that the run ends as cleanly as a preempted training."""
+  def stop(name):
+    raise Preempted(name)
+  return _on_stop_signals(stop)
 
 
 def compile_ahead(jitted, *args):

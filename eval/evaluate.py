@@ -13,7 +13,7 @@ import numpy as np
 from absl import logging
 
 from ae import checkpoint as ckpt
-from ae import parallel, workdir as workdir_lib
+from ae import parallel, runtime, workdir as workdir_lib
 from ae.workdir import writing
 from ae.config_check import validate_config
 from ae.data import load_dataset
@@ -96,7 +96,7 @@ def _write_json(path, obj):
 def evaluate_workdir(config, workdir):
   """--mode=eval: evaluates the latest checkpoint in workdir."""
   validate_config(config)
-  with workdir_lib.hold(workdir):
+  with workdir_lib.hold(workdir), runtime.stop_at_once():
     mesh = parallel.make_mesh()
     params, step = ckpt.load_params(config.model, workdir, mesh)
     logging.info('eval: checkpoint step %d from %s', step, workdir)

@@ -290,6 +290,26 @@ def test_our_writes_to_a_full_disk_are_one_clear_line_too(tmp_path, reference):
   _finishes_like_the_reference(workdir, reference, resumed_at=int(last))
 
 
+def test_sigterm_during_the_evaluation_ends_cleanly_and_the_rerun_evaluates(tmp_path):
+  workdir = tmp_path / 'run'
+  args = ['main.py', '--config=configs/test.py', '--config.train.num_epochs=1',
+          f'--workdir={workdir}']
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  p = subprocess.Popen([sys.executable] + args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+  loss_curves = workdir / 'figures' / 'loss.png'  # drawn as the evaluation begins
+  while p.poll() is None and not loss_curves.exists():
+    time.sleep(0.01)
+  p.send_signal(signal.SIGTERM)
+  _, err = p.communicate(timeout=120)
+  assert p.returncode == 0, err[-2000:]
+  assert 'stopped cleanly: SIGTERM during the evaluation' in err and 'Traceback' not in err
+  assert not (workdir / 'results.json').exists()
+  proc = run_python(args)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert 'at step 8' in proc.stderr and (workdir / 'results.json').exists()
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
   workdir = str(tmp_path / 'run')
   train.train(tiny_config(train__num_epochs=1, train__checkpoint_every_steps=4), workdir)

@@ -7,6 +7,7 @@ raise `DataError` with the offending path and the fix.
 import dataclasses
 import os
 import pickle
+import socket
 
 import numpy as np
 
@@ -17,6 +18,7 @@ CLASS_NAMES = ('airplane', 'automobile', 'bird', 'cat', 'deer',
 RECORD_BYTES = 1 + 32 * 32 * 3
 TRAIN_FILES = tuple(f'data_batch_{i}' for i in range(1, 6))
 TEST_FILE = 'test_batch'
+TFDS_DOWNLOAD_HOST = 'www.cs.toronto.edu'  # where tfds downloads cifar10 from
 SUBDIRS = ('', 'cifar-10-batches-bin', 'cifar-10-batches-py')
 FIX = ('Point --config.data.dir (or the CIFAR10_DIR environment variable) at a directory '
        'holding the CIFAR-10 binary files data_batch_1.bin ... data_batch_5.bin and '
@@ -139,13 +141,31 @@ def load_dir(root):
   return Dataset(train_images, train_labels, test_images, test_labels, names, f'dir:{d}')
 
 
+def _tfds_source(tfds, split, data_dir):
+  """tfds's cifar10 split, downloaded and prepared first where it is not yet, but only if the
+  download host resolves: offline, tfds retries its download for minutes before it fails."""
+  try:
+    return tfds.data_source('cifar10', split=split, data_dir=data_dir, download=False)
+  except Exception:  # noqa: BLE001 (not prepared here: tfds raises several kinds)
+    pass
+  try:
+    socket.getaddrinfo(TFDS_DOWNLOAD_HOST, 443)
+  except OSError as e:
+    raise DataError(f'tfds has no prepared cifar10 (in {data_dir or "~/tensorflow_datasets"}) and '
+                    f'cannot download it: {TFDS_DOWNLOAD_HOST} does not resolve ({e}). Without '
+                    f'network access tfds cannot download it. {FIX}') from None
+  return tfds.data_source('cifar10', split=split, data_dir=data_dir)
+
+
 def load_tfds(data_dir=''):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   arrays = {}
   for split in ('train', 'test'):
     try:
-      source = tfds.data_source('cifar10', split=split, data_dir=data_dir or None)
+      source = _tfds_source(tfds, split, data_dir or None)
       examples = [source[i] for i in range(len(source))]
+    except DataError:
+      raise
     except Exception as e:  # tfds raises many types for "not downloaded / no network"
       raise DataError(
           f'tfds could not load cifar10 split {split!r} ({type(e).__name__}: {e}). Without '

@@ -1,5 +1,6 @@
 import os
 import pickle
+import socket
 
 import numpy as np
 import pytest
@@ -165,9 +166,32 @@ def test_tfds_failure_says_how_to_use_local_files(monkeypatch):
     raise ConnectionError('network unreachable')
 
   monkeypatch.setattr(tfds, 'data_source', refuse)
+  monkeypatch.setattr(data.socket, 'getaddrinfo', lambda *args: [])  # the host resolves
   with pytest.raises(DataError) as e:
     data.load_tfds()
   assert 'network unreachable' in str(e.value) and 'CIFAR10_DIR' in str(e.value)
+
+
+def test_tfds_without_its_data_or_a_network_fails_at_once(monkeypatch, tmp_path):
+  """No prepared cifar10 and a download host that does not resolve: an error at once, never
+  tfds's download (which retries for minutes offline)."""
+  import tensorflow_datasets as tfds
+  downloads, real = [], tfds.data_source
+
+  def source(*args, download=True, **kwargs):
+    if download:
+      downloads.append(args)
+      raise AssertionError('tfds was asked to download')
+    return real(*args, download=False, **kwargs)
+
+  def unresolved(host, *args):
+    raise socket.gaierror(socket.EAI_NONAME, f'{host}: Name or service not known')
+
+  monkeypatch.setattr(tfds, 'data_source', source)
+  monkeypatch.setattr(data.socket, 'getaddrinfo', unresolved)
+  with pytest.raises(DataError, match='cannot download it: www.cs.toronto.edu does not resolve') as e:
+    data.load_tfds(str(tmp_path / 'tfds'))
+  assert 'CIFAR10_DIR' in str(e.value) and not downloads
 
 
 def test_synthetic_source_is_labelled_and_deterministic():

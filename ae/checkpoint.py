@@ -125,15 +125,16 @@ def restore_newest(mngr, restore, where):
 
 class _OrbaxNoise(logging_std.Filter):
   """Drops two kinds of report that say nothing this project does not say once, clearly: asyncio's
-  of each array read a failed restore abandoned, and orbax's own (several tracebacks from its
-  threads) of a write that found the disk full, which main.py reports in one line."""
+  of each array read or write that a failed restore or save abandoned, and orbax's own (several
+  tracebacks from its threads) of a write that found the disk full, which main.py reports in one
+  line."""
 
   def filter(self, record):
     text = record.getMessage()
     if record.exc_info and record.exc_info[1] is not None:
       text += str(record.exc_info[1])
-    if 'Task exception was never retrieved' in text and 'deserialize' in text:
-      return False
+    if 'Task exception was never retrieved' in text and 'orbax' in text:
+      return False  # an array read or write orbax abandoned after the failure it raised
     return not ('orbax' in record.pathname and any(
         s in text for s in ('RESOURCE_EXHAUSTED', 'No space left on device')))
 

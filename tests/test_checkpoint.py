@@ -1,6 +1,7 @@
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -146,3 +147,29 @@ def test_a_checkpoint_crosses_between_the_convolution_forms(tmp_path, uninterrup
     sse_fn = inference.make_batched_fn(mesh, inference.per_image_sse(model.apply))
     mse[impl] = inference.mean_squared_error(mesh, sse_fn, params, images, len(ds.test_images), 32)
   assert mse['auto'] == pytest.approx(mse['flax'], rel=1e-5)
+
+
+def _asyncio_record(coro, error):
+  """The record asyncio logs when a Task whose exception nobody read is collected."""
+  try:
+    raise ValueError(error)
+  except ValueError:
+    exc_info = sys.exc_info()
+  return logging.LogRecord(
+      'asyncio', logging.ERROR, '/usr/lib/python3.11/asyncio/base_events.py', 1771,
+      "Task exception was never retrieved\nfuture: <Task finished name='Task-215' "
+      f"coro=<{coro}() done, defined at /venv/site-packages/orbax/checkpoint/_src/serialization/"
+      f"serialization.py:126> exception=ValueError('{error}')>", None, exc_info)
+
+
+@pytest.mark.parametrize('coro', ['async_serialize_from_host', 'async_deserialize'])
+def test_abandoned_orbax_tasks_are_not_reported_but_other_tasks_are(coro):
+  noise = ckpt._OrbaxNoise()
+  full = 'RESOURCE_EXHAUSTED: Error writing "0.mu.params" ... No space left on device'
+  assert not noise.filter(_asyncio_record(coro, full))
+  other = logging.LogRecord('asyncio', logging.ERROR, 'base_events.py', 1771,
+                            'Task exception was never retrieved\nfuture: <Task coro=<fetch()>>',
+                            None, None)
+  assert noise.filter(other)
+  assert noise.filter(logging.LogRecord('absl', logging.ERROR, 'train.py', 1, 'a real error',
+                                        None, None))

@@ -40,12 +40,13 @@ def default_workdir(config_path):
 def train_and_evaluate(config, workdir):
   """Trains (or resumes), draws the training curves, then evaluates (config.eval.enabled)."""
   from ae import runtime, train, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  from eval import evaluate, figures  # pylint: disable=g-import-not-at-top
+  from eval import figures  # pylint: disable=g-import-not-at-top
   with workdir_lib.hold(workdir):  # from the first check to the last file written
     state, mesh, ds = train.train(config, workdir)
     with runtime.stop_at_once():
       figures.plot_training(workdir)
       if config.eval.enabled:
+        from eval import evaluate  # pylint: disable=g-import-not-at-top
         evaluate.evaluate(config, workdir, state.params, mesh, ds)
   return state
 

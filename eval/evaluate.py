@@ -54,10 +54,11 @@ def evaluate(config, workdir, params, mesh, ds):
   _write_json(os.path.join(workdir, 'results.json'), results)
   report.write_report(workdir, config, results)
   refined_note = f", refined codes {results['refined']['test_mse']:.5f}" if refined else ''
-  logging.info('eval: test MSE %.5f (PSNR %.2f dB)%s; P@10 %s; written to %s in %.1f s',
-               results['test']['mse'], results['test']['psnr'], refined_note,
+  logging.info('eval: test MSE %.5f (PSNR %.2f dB)%s; P@10 %s; numbers in %.1f s, figures and '
+               'files in %.1f s, written to %s', results['test']['mse'], results['test']['psnr'],
+               refined_note,
                ', '.join(f"{m} {r['P@10']:.3f}" for m, r in results['retrieval'].items()),
-               workdir, results['eval_time_s'])
+               results['eval_time_s'], time.time() - t0 - results['eval_time_s'], workdir)
   return results
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import run_python
 
 FIGURES = ('loss', 'reconstructions', 'latent_values', 'latent_histograms', 'latent_correlation',
-           'umap', 'query_euclidean', 'query_manhattan', 'query_cosine', 'seed_setting',
+           'query_euclidean', 'query_manhattan', 'query_cosine', 'seed_setting',
            'precision_at_k', 'denoising')
 
 
@@ -35,6 +35,7 @@ def test_every_figure_is_a_sensible_png_named_in_the_report(run_dir):
       assert im.format == 'PNG' and im.size[0] >= 300 and im.size[1] >= 150, (name, im.size)
       assert np.asarray(im.convert('L')).std() > 5, name  # not blank
     assert f'figures/{name}.png' in report, name
+  assert not (run_dir / 'figures' / 'umap.png').exists() and 'umap.png' not in report  # no points
 
 
 def test_results_hold_every_number(run_dir):

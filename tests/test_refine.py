@@ -13,7 +13,7 @@ from eval.refine import refine_codes
 def _model_and_images():
   model = create_model(tiny_config().model, 'cpu')
   x = jnp.asarray(np.random.default_rng(0).random((6, 32, 32, 3), np.float32))
-  params = model.init(jax.random.key(0), x[:1])
+  params = jax.jit(model.init)(jax.random.key(0), x[:1])
   return model, params, x
 
 
@@ -21,8 +21,9 @@ def test_refined_codes_lower_each_images_error_and_report_it_exactly():
   model, params, x = _model_and_images()
   refine = jax.jit(lambda p, x: refine_codes(model, p, x, steps=20, lr=0.05))
   z, sse, sse0 = refine(params, x)
-  z0 = model.apply(params, x, method=model.encode)
-  recon = lambda z: np.asarray(model.apply(params, z, method=model.decode), np.float64)
+  z0 = jax.jit(lambda p, x: model.apply(p, x, method=model.encode))(params, x)
+  decode = jax.jit(lambda p, z: model.apply(p, z, method=model.decode))
+  recon = lambda z: np.asarray(decode(params, z), np.float64)
   x64 = np.asarray(x, np.float64)
   np.testing.assert_allclose(sse0, ((recon(z0) - x64) ** 2).sum(axis=(1, 2, 3)), rtol=1e-5)
   np.testing.assert_allclose(sse, ((recon(z) - x64) ** 2).sum(axis=(1, 2, 3)), rtol=1e-5)

@@ -27,6 +27,11 @@ def _noise(config):
   return f'U(0, {std})' if std and _get(config, 'train', 'random_noise_std') else std
 
 
+def _per_metric(section, key):
+  """'eucl / manh / cos' of one number (- where a run predates it)."""
+  return ' / '.join(_fmt(_get(section or {}, m, key), '.3f') for m in METRICS)
+
+
 def row(name, r, config):
   p10 = [_fmt(_get(r, 'retrieval', m, 'P@10'), '.3f') for m in METRICS]
   noisy = [_fmt(_get(r, 'noisy_queries', m, 'P@10'), '.3f') for m in METRICS]
@@ -34,7 +39,9 @@ def row(name, r, config):
   return (f"| {name} | {_get(config, 'model', 'decoder') or '-'} | {_get(config, 'model', 'latent_dim')} "
           f"| {_noise(config)} | {_fmt(_get(r, 'test', 'mse'), '.5f')} "
           f"| {_fmt(_get(r, 'refined', 'test_mse'), '.5f')} "
-          f"| {_fmt(_get(r, 'test', 'psnr'), '.2f')} | {' / '.join(p10)} | {' / '.join(noisy)} "
+          f"| {_fmt(_get(r, 'test', 'psnr'), '.2f')} | {' / '.join(p10)} "
+          f"| {_per_metric(r.get('retrieval'), 'mAP@1000')} "
+          f"| {_per_metric(r.get('retrieval'), 'knn_accuracy')} | {' / '.join(noisy)} "
           f"| {_fmt(_get(r, 'denoising', 'mse_recon_noisy_vs_clean'), '.5f')} "
           f"| {tr.get('epochs', '-')} | {_fmt(tr.get('train_time_s'), '.0f')} |")
 
@@ -42,6 +49,7 @@ def row(name, r, config):
 def _reference_row(name, ref, dim):
   p10 = ' / '.join(_fmt(_get(ref, m, 'P@10'), '.3f') for m in METRICS)
   return (f"| {name} | - | {dim} | - | {_fmt(ref.get('test_mse'), '.5f')} | - | - | {p10} "
+          f"| {_per_metric(ref, 'mAP@1000')} | {_per_metric(ref, 'knn_accuracy')} "
           '| - | - | - | - |')
 
 
@@ -49,8 +57,8 @@ def build_table(run_dirs):
   """The runs in the order given, then a PCA reference per latent size among them (a run with a
   32-unit code is compared with PCA-32, not PCA-10) and the raw-pixel reference."""
   lines = ['| run | decoder | latent | noise | test MSE | refined MSE | PSNR | P@10 eucl / manh / cos '
-           '| noisy-query P@10 | MSE(recon noisy) | epochs | train s |',
-           '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+           '| mAP@1000 | kNN accuracy | noisy-query P@10 | MSE(recon noisy) | epochs | train s |',
+           '| --- ' * 14 + '|']
   pca, raw = {}, None
   for d in run_dirs:
     with open(os.path.join(d, 'results.json')) as f:

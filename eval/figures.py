@@ -39,6 +39,11 @@ def draw(workdir, inputs, results, arrays):
       'latent_correlation': plots.save_correlation(np.array(results['latent']['corr']),
                                                    path('latent_correlation')),
       'precision': plots.save_precision_comparison(results, path('precision_at_k')),
+      'precision_curve': plots.save_precision_curve(
+          results['precision_curve'], results['references']['pca']['dim'],
+          path('precision_curve')),
+      'neighbour_classes': plots.save_neighbour_classes(
+          results['neighbour_classes'], ds.class_names, path('neighbour_classes')),
       'denoising': plots.save_image_rows(
           [test_images, shown['noisy'], shown['recon_noisy']],
           ['clean', f'noisy (std {e.noise_std:g})', 'reconstruction'], path('denoising'),

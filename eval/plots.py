@@ -225,3 +225,51 @@ def save_precision_comparison(results, path):
   fig.suptitle('Retrieval: test queries over the training set', fontsize=10)
   fig.tight_layout()
   return _save(fig, path)
+
+
+def save_precision_curve(curves, pca_dim, path):
+  """P@k for k = 1..100, one panel per metric, for the model, PCA and raw pixels; the axis spans
+  the curves, not 0-1, so that their differences show."""
+  names = {'model': 'model', 'pca': f'PCA-{pca_dim}', 'raw_pixels': 'raw pixels'}
+  metrics = list(curves['model'])
+  fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), squeeze=False,
+                           sharey=True)
+  for a, m in enumerate(metrics):
+    ax = axes[0, a]
+    for source, label in names.items():
+      ys = curves[source][m]
+      ax.plot(np.arange(1, len(ys) + 1), ys, label=label)
+    ax.set_title(m)
+    ax.set_xlabel('k (neighbours)')
+    ax.grid(alpha=0.3)
+  axes[0, 0].set_ylabel('precision@k (same class)')
+  axes[0, -1].legend(fontsize=8)
+  fig.suptitle('Precision@k: test queries over the training set', fontsize=10)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def save_neighbour_classes(shares, class_names, path):
+  """Per metric, the [C, C] share of class j (column) among the top 10 neighbours of class i's
+  test queries (row): the diagonal is each class's P@10, the rest the classes the code confuses."""
+  metrics = list(shares)
+  c = len(class_names)
+  fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.8), squeeze=False)
+  for a, m in enumerate(metrics):
+    ax, share = axes[0, a], np.asarray(shares[m])
+    ax.imshow(share, cmap='Blues', vmin=0, vmax=1)
+    for i in range(c):
+      for j in range(c):
+        ax.text(j, i, f'{share[i, j]:.2f}'.lstrip('0'), ha='center', va='center', fontsize=6,
+                color='white' if share[i, j] > 0.5 else 'black')
+    ax.set_xticks(range(c))
+    ax.set_xticklabels(class_names, rotation=90, fontsize=7)
+    ax.set_yticks(range(c))
+    ax.set_yticklabels(class_names, fontsize=7)
+    ax.set_xlabel('neighbour class')
+    ax.set_title(m, fontsize=9)
+  axes[0, 0].set_ylabel('query class')
+  fig.suptitle('Classes among the 10 nearest training images of each class\'s test queries',
+               fontsize=10)
+  fig.tight_layout()
+  return _save(fig, path)

@@ -17,7 +17,12 @@ FIGURE_TITLES = {
     'seed_setting': "The original report's query setting (1,000-image gallery)",
     'precision': 'Precision@k: model, PCA and raw pixels',
     'denoising': 'Noisy inputs and their reconstructions (original report, Figures 11-12)',
+    'precision_curve': 'Precision@k for k = 1..100: model, PCA and raw pixels',
+    'neighbour_classes': "Classes among each query class's 10 nearest training images",
 }
+
+
+RETRIEVAL_KEYS = ('P@1', 'P@10', 'P@100', 'mAP@100', 'mAP@1000', 'knn_accuracy')
 
 
 def _fmt(x):
@@ -28,7 +33,8 @@ def _retrieval_rows(name, res, metrics):
   rows = []
   for m in metrics:
     r = res[m]
-    rows.append(f"| {name} | {m} | " + ' | '.join(_fmt(r[k]) for k in ('P@1', 'P@10', 'P@100', 'mAP@100')) + ' |')
+    rows.append(f"| {name} | {m} | " + ' | '.join(_fmt(r.get(k, '-')) for k in RETRIEVAL_KEYS)
+                + ' |')
   return rows
 
 
@@ -56,12 +62,22 @@ def build_report(config, results):
   lines += ['## Retrieval', '',
             f"Queries: {results['retrieval_queries']:,} test images; gallery: the training set; "
             'relevant = same class. mAP@100 averages precision at the ranks of the relevant items '
-            f"within the top 100. Raw pixels use the first {refs['raw_pixels']['num_queries']:,} "
-            'test queries.', '',
-            '| codes | metric | P@1 | P@10 | P@100 | mAP@100 |', '| --- | --- | --- | --- | --- | --- |']
+            'within the top 100; mAP@1000 the same within the top 1,000 (the unsupervised-hashing '
+            'protocol on CIFAR-10); kNN accuracy is the top-1 accuracy of a vote of the 10 nearest '
+            "(a tie goes to the nearest tied neighbour's class), as self-supervised papers report "
+            f"it. Raw pixels use the first {refs['raw_pixels']['num_queries']:,} test queries.", '',
+            '| codes | metric | P@1 | P@10 | P@100 | mAP@100 | mAP@1000 | kNN accuracy |',
+            '| --- | --- | --- | --- | --- | --- | --- | --- |']
   lines += _retrieval_rows('model', results['retrieval'], metrics)
   lines += _retrieval_rows(f"PCA-{refs['pca']['dim']}", refs['pca'], metrics)
   lines += _retrieval_rows('raw pixels (3072-D)', refs['raw_pixels'], metrics)
+  if 'retrieval_per_class' in results:
+    per_class = results['retrieval_per_class']
+    names = list(per_class[metrics[0]])
+    lines += ['', 'P@10 of the model by query class:', '',
+              '| metric | ' + ' | '.join(names) + ' |', '| --- |' + ' --- |' * len(names)]
+    lines += [f'| {m} | ' + ' | '.join(_fmt(per_class[m][n]) for n in names) + ' |'
+              for m in metrics]
   lines += ['', '## Denoising and noisy queries', '',
             f"Gaussian noise std {dn['noise_std']:g}, clipped to [0, 1].", '',
             '| | this run |' + (' parent run |' if 'parent' in results else ''),

@@ -8,6 +8,9 @@ from eval.codes import NUM_SHOWN
 from eval.neighbors import nearest_neighbors
 
 KS = (1, 10, 100)
+MAP_K = 1000  # mAP over the top 1,000: the unsupervised-hashing protocol on CIFAR-10
+KNN_K = 10  # neighbours in the kNN vote (the number self-supervised papers report)
+CURVE_K = 100  # precision@k for k = 1..CURVE_K (figures/precision_curve.png)
 
 
 def precision_at_k(relevant_QxK, k):
@@ -25,38 +28,91 @@ def average_precision_at_k(relevant_QxK, k):
   return np.where(n_rel > 0, (prec_at_i * rel).sum(axis=1) / np.maximum(n_rel, 1), 0.0)
 
 
+def knn_accuracy(neighbour_labels_QxK, query_labels, k=KNN_K):
+  """Top-1 accuracy of a k-neighbour majority vote; a tie goes to the class of the nearest of the
+  tied neighbours."""
+  lab = neighbour_labels_QxK[:, :k]
+  votes = (lab[:, :, None] == lab[:, None, :]).sum(-1)  # [Q, k]: votes for neighbour j's class
+  nearest_winner = np.argmax(votes == votes.max(axis=1, keepdims=True), axis=1)
+  return float(np.mean(lab[np.arange(len(lab)), nearest_winner] == np.asarray(query_labels)))
+
+
+def _neighbour_labels(query_z, gallery_z, gallery_labels, metric, k, exclude_self, nn_kwargs):
+  _, idx = nearest_neighbors(query_z, gallery_z, min(k, len(gallery_z) - exclude_self), metric,
+                             exclude_self=exclude_self, **nn_kwargs)
+  return np.asarray(gallery_labels)[idx]
+
+
 def retrieval_metrics(query_z, query_labels, gallery_z, gallery_labels, metric, ks=KS,
                       exclude_self=False, **nn_kwargs):
   """P@k for each k in ks and mAP@max(ks), for one metric."""
   k_max = max(ks)
-  _, idx = nearest_neighbors(query_z, gallery_z, k_max, metric, exclude_self=exclude_self,
-                             **nn_kwargs)
-  relevant = gallery_labels[idx] == np.asarray(query_labels)[:, None]
+  labels = _neighbour_labels(query_z, gallery_z, gallery_labels, metric, k_max, exclude_self,
+                             nn_kwargs)
+  relevant = labels == np.asarray(query_labels)[:, None]
   out = {f'P@{k}': precision_at_k(relevant, k) for k in ks}
   out[f'mAP@{k_max}'] = float(np.mean(average_precision_at_k(relevant, k_max)))
   return out
 
 
+def protocol_metrics(query_z, query_labels, gallery_z, gallery_labels, metric, **nn_kwargs):
+  """retrieval_metrics' numbers with the literature's, mAP@1000 and kNN accuracy, from one search
+  of the top 1,000 (the gallery's size if smaller); returns (numbers, the P@k curve for
+  k = 1..CURVE_K, the neighbours' labels [Q, <= 1000])."""
+  labels = _neighbour_labels(query_z, gallery_z, gallery_labels, metric, MAP_K, False, nn_kwargs)
+  relevant = labels == np.asarray(query_labels)[:, None]
+  out = {f'P@{k}': precision_at_k(relevant, k) for k in KS}
+  out[f'mAP@{max(KS)}'] = float(np.mean(average_precision_at_k(relevant, max(KS))))
+  out[f'mAP@{MAP_K}'] = float(np.mean(average_precision_at_k(relevant, relevant.shape[1])))
+  out['knn_accuracy'] = knn_accuracy(labels, query_labels)
+  k = min(CURVE_K, relevant.shape[1])
+  curve = np.cumsum(relevant[:, :k].mean(axis=0)) / np.arange(1, k + 1)
+  return out, curve.tolist(), labels
+
+
+def per_class(neighbour_labels_QxK, query_labels, num_classes, k=10):
+  """(P@k of each query class (None for a class with no query), [C, C] share of class j among
+  the top k of class i's queries)."""
+  lab, q = neighbour_labels_QxK[:, :k], np.asarray(query_labels)
+  p_at_k, shares = [], np.zeros((num_classes, num_classes))
+  for c in range(num_classes):
+    mine = lab[q == c]
+    p_at_k.append(float(np.mean(mine == c)) if len(mine) else None)  # no query of the class
+    if len(mine):
+      shares[c] = np.bincount(mine.ravel(), minlength=num_classes)[:num_classes] / mine.size
+  return p_at_k, shares
+
+
 def evaluate(inputs):
-  """({'retrieval': P@k and mAP@100 per metric of the test codes as queries over the training
-  codes, 'retrieval_queries': their number, 'references': the same for PCA codes and raw
-  pixels}, {'grids': each metric's (distances, indices) of the first test images' neighbours})."""
+  """({'retrieval': P@k, mAP@100, mAP@1000 and kNN accuracy per metric of the test codes as
+  queries over the training codes, 'retrieval_queries': their number, 'references': the same for
+  PCA codes and raw pixels, 'retrieval_per_class': P@10 of each query class, 'neighbour_classes':
+  the class shares among each query class's top 10, 'precision_curve': P@k, k = 1..100, of all
+  three}, {'grids': each metric's (distances, indices) of the first test images' neighbours})."""
   e, ds, train_z = inputs.config.eval, inputs.ds, inputs.train_z
   n_q = e.retrieval_queries or len(ds.test_images)
-  q_labels = ds.test_labels[:n_q]
+  q_labels, num_classes = ds.test_labels[:n_q], len(ds.class_names)
   logging.info('eval: retrieval, %d test queries over %d training images', n_q, len(train_z))
-  retrieval = {m: retrieval_metrics(inputs.test['z'][:n_q], q_labels, train_z, ds.train_labels, m,
-                                    **inputs.nn_kwargs) for m in e.metrics}
-  refs = _references(inputs, n_q)
+  retrieval, curves, per_class_p10, shares = {}, {'model': {}}, {}, {}
+  for m in e.metrics:
+    retrieval[m], curves['model'][m], labels = protocol_metrics(
+        inputs.test['z'][:n_q], q_labels, train_z, ds.train_labels, m, **inputs.nn_kwargs)
+    p10, share = per_class(labels, q_labels, num_classes)
+    per_class_p10[m] = dict(zip(ds.class_names, p10))
+    shares[m] = share.tolist()
+  refs = _references(inputs, n_q, curves)
   k = min(e.k, len(train_z))
   grids = {m: nearest_neighbors(inputs.test['z'][:NUM_SHOWN], train_z, k, m, **inputs.nn_kwargs)
            for m in e.metrics}
-  return {'retrieval': retrieval, 'retrieval_queries': n_q, 'references': refs}, {'grids': grids}
+  return {'retrieval': retrieval, 'retrieval_queries': n_q, 'references': refs,
+          'retrieval_per_class': per_class_p10, 'neighbour_classes': shares,
+          'precision_curve': curves}, {'grids': grids}
 
 
-def _references(inputs, n_q):
+def _references(inputs, n_q, curves):
   """Retrieval of the same queries by PCA codes of the model's size (and PCA's test MSE), and by
-  raw pixels (the first eval.reference_queries test queries: a 3072-D search is slow)."""
+  raw pixels (the first eval.reference_queries test queries: a 3072-D search is slow); their P@k
+  curves go into curves."""
   e, ds, dim = inputs.config.eval, inputs.ds, inputs.config.model.latent_dim
   logging.info('eval: PCA-%d and raw-pixel references', dim)
   x_train = references.flatten_float(ds.train_images)
@@ -64,11 +120,14 @@ def _references(inputs, n_q):
   mean, comps = references.fit_pca(x_train, dim)
   p_train, p_test = (references.pca_encode(x, mean, comps) for x in (x_train, x_test))
   n_raw = min(e.reference_queries or len(x_test), len(x_test))
-  pca = {m: retrieval_metrics(p_test[:n_q], ds.test_labels[:n_q], p_train, ds.train_labels, m,
-                              **inputs.nn_kwargs) for m in e.metrics}
-  raw = {m: retrieval_metrics(x_test[:n_raw], ds.test_labels[:n_raw], x_train, ds.train_labels, m,
-                              query_chunk=256, gallery_chunk=2048, mesh=inputs.mesh)
-         for m in e.metrics}
+  pca, raw = {}, {}
+  curves['pca'], curves['raw_pixels'] = {}, {}
+  for m in e.metrics:
+    pca[m], curves['pca'][m], _ = protocol_metrics(
+        p_test[:n_q], ds.test_labels[:n_q], p_train, ds.train_labels, m, **inputs.nn_kwargs)
+    raw[m], curves['raw_pixels'][m], _ = protocol_metrics(
+        x_test[:n_raw], ds.test_labels[:n_raw], x_train, ds.train_labels, m, query_chunk=256,
+        gallery_chunk=2048, mesh=inputs.mesh)
   return {'pca': {'dim': dim, 'num_queries': n_q,
                   'test_mse': references.pca_reconstruction_mse(x_test, mean, comps), **pca},
           'raw_pixels': {'dim': int(x_train.shape[1]), 'num_queries': n_raw, **raw}}

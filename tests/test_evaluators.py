@@ -97,6 +97,24 @@ def test_the_codes_and_their_statistics(run):
   np.testing.assert_allclose(st['corr'], np.corrcoef(z.T), atol=1e-9)
 
 
+def _literature(q, q_labels, g, g_labels, metric):
+  """mAP@1000 (over the gallery when smaller), 10-NN vote accuracy (a tie: the class of the
+  nearest tied neighbour), the P@k curve for k = 1..100 and the neighbours' labels, by brute force."""
+  order = np.argsort(_distances(q, g, metric), axis=1, kind='stable')[:, :1000]
+  labels = g_labels[order]
+  rel = (labels == q_labels[:, None]).astype(np.float64)
+  hits = np.cumsum(rel, axis=1) / np.arange(1, rel.shape[1] + 1)
+  map1000 = np.mean((hits * rel).sum(1) / np.maximum(rel.sum(1), 1))
+  correct = []
+  for row, truth in zip(labels[:, :10], q_labels):
+    counts = {c: list(row).count(c) for c in row}
+    best = max(counts.values())
+    winner = next(c for c in row if counts[c] == best)  # the nearest of the tied classes
+    correct.append(winner == truth)
+  curve = [rel[:, :k].mean() for k in range(1, 101)]
+  return map1000, np.mean(correct), curve, labels
+
+
 def test_retrieval_against_brute_force(run):
   results, emb, ds, _, _, _ = run
   assert results['retrieval_queries'] == len(ds.test_images)
@@ -105,6 +123,16 @@ def test_retrieval_against_brute_force(run):
                              emb['train_labels'], m)
     for key, value in ref.items():
       assert results['retrieval'][m][key] == pytest.approx(value, abs=0.005), (m, key)
+    map1000, knn, curve, labels = _literature(emb['test_z'], emb['test_labels'], emb['train_z'],
+                                              emb['train_labels'], m)
+    assert results['retrieval'][m]['mAP@1000'] == pytest.approx(map1000, abs=0.005), m
+    assert results['retrieval'][m]['knn_accuracy'] == pytest.approx(knn, abs=2 / len(labels)), m
+    np.testing.assert_allclose(results['precision_curve']['model'][m], curve, atol=0.005)
+    for c, name in enumerate(ds.class_names):  # per query class: P@10 and the neighbours' classes
+      mine = labels[emb['test_labels'] == c, :10]
+      assert results['retrieval_per_class'][m][name] == pytest.approx(np.mean(mine == c), abs=0.02)
+      np.testing.assert_allclose(results['neighbour_classes'][m][c],
+                                 [np.mean(mine == j) for j in range(10)], atol=0.02)
 
 
 def test_pca_and_raw_pixel_references(run):
@@ -127,6 +155,12 @@ def test_pca_and_raw_pixel_references(run):
     for key in ('P@1', 'P@10', 'P@100', 'mAP@100'):
       assert refs['pca'][m][key] == pytest.approx(pca[key], abs=0.005), (m, key)
       assert refs['raw_pixels'][m][key] == pytest.approx(raw[key], abs=0.005), (m, key)
+    for name, q, q_labels, g in (('pca', p_test, ds.test_labels, p_train),
+                                 ('raw_pixels', x_test[:n_raw], ds.test_labels[:n_raw], x_train)):
+      map1000, knn, curve, _ = _literature(q, q_labels, g, ds.train_labels, m)
+      assert refs[name][m]['mAP@1000'] == pytest.approx(map1000, abs=0.005), (name, m)
+      assert refs[name][m]['knn_accuracy'] == pytest.approx(knn, abs=2 / len(q)), (name, m)
+      np.testing.assert_allclose(results['precision_curve'][name][m], curve, atol=0.005)
 
 
 def test_noisy_queries_and_the_seed_setting(run):

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from eval.retrieval import average_precision_at_k, precision_at_k, retrieval_metrics
+from eval.retrieval import (average_precision_at_k, knn_accuracy, per_class, precision_at_k,
+                            retrieval_metrics)
 
 
 def test_precision_and_average_precision_by_hand():
@@ -26,3 +27,19 @@ def test_retrieval_metrics_on_a_toy_gallery():
   assert m['P@1'] == 1.0
   assert m['P@3'] == pytest.approx(2 / 3)
   assert m['mAP@3'] == pytest.approx(1.0)
+
+
+def test_knn_vote_by_hand_with_ties_going_to_the_nearest_tied_class():
+  labels = np.array([[3, 1, 1, 3, 2],   # 3 and 1 tie with two votes: 3 is nearer
+                     [0, 2, 2, 2, 0],   # 2 wins outright
+                     [4, 5, 6, 7, 8]])  # all tie: the nearest, 4
+  assert knn_accuracy(labels, np.array([3, 2, 4]), k=5) == 1.0
+  assert knn_accuracy(labels, np.array([1, 0, 5]), k=5) == 0.0
+  assert knn_accuracy(labels, np.array([1, 2, 4]), k=3) == pytest.approx(1.0)  # top 3: 1 wins
+
+
+def test_per_class_precision_and_neighbour_shares_by_hand():
+  labels = np.array([[0, 0, 1], [0, 1, 1], [1, 1, 1]])
+  p, shares = per_class(labels, np.array([0, 0, 1]), num_classes=3, k=3)
+  assert p[:2] == pytest.approx([0.5, 1.0]) and p[2] is None  # no query of class 2
+  np.testing.assert_allclose(shares, [[0.5, 0.5, 0], [0, 1, 0], [0, 0, 0]])

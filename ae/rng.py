@@ -11,6 +11,7 @@ import jax
 INIT = 0  # the parameters' initialisation
 TRAIN = 1  # train step s draws from fold_in(stream(seed, TRAIN), s): its step key
 EVAL_NOISE = 2  # the evaluation's noisy copy of test image i: fold_in(stream(seed, EVAL_NOISE), i)
+SAMPLES = 3  # the evaluation's draws from the Gaussian fitted to the codes (NumPy: [seed, SAMPLES])
 
 # Within a train step: the step key itself draws the noise's normal values; the rest fold it.
 FLIP = 1  # which images are mirrored (train.random_flip)

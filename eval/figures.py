@@ -55,8 +55,34 @@ def draw(workdir, inputs, results, arrays):
     figures[f'query_{m}'] = plots.save_query_grid(
         test_images, ds.test_labels[:NUM_SHOWN], ds.train_images, ds.train_labels, i, d,
         ds.class_names, path(f'query_{m}'), f'{m} distance in latent space')
+  figures.update(_latent_views(arrays, path))
   if 'umap' in arrays:
     figures['umap'] = plots.save_umap(*arrays['umap'], ds.class_names, path('umap'))
   if not os.path.isfile(figures['loss']):  # --mode=eval of a run whose curves were not drawn
     del figures['loss']
   return {k: os.path.relpath(v, workdir) for k, v in figures.items()}
+
+
+def _latent_views(arrays, path):
+  """The traversals, interpolations and samples of eval/latent_views.py."""
+  travel, stds = arrays['traversals']
+  decoded, faded = arrays['interpolations']
+  rows, names = [], []
+  for p in range(len(decoded)):
+    rows += [decoded[p], faded[p]]
+    names += [f'pair {p + 1}: decoded', 'pixel crossfade']
+  samples = arrays['samples']
+  per_row = 8
+  return {
+      'traversals': plots.save_image_rows(
+          list(travel), [f'unit {d} (std {s:.2f})' for d, s in enumerate(stds)],
+          path('traversals'), 'Each unit swept over its 2nd-98th test percentile, the others at '
+          'the mean test code'),
+      'interpolations': plots.save_image_rows(
+          rows, names, path('interpolations'),
+          'Decodings along the line between two test codes, over the pixel crossfade'),
+      'samples': plots.save_image_rows(
+          [samples[i:i + per_row] for i in range(0, len(samples), per_row)],
+          [''] * -(-len(samples) // per_row), path('samples'),
+          'Decodings of draws from a Gaussian fitted to the training codes'),
+  }

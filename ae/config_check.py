@@ -77,7 +77,8 @@ def validate_config(config, num_devices=None):
     errors.append(f'eval.metrics must be a non-empty subset of {METRICS}, got {tuple(e.metrics)!r}')
   if e.noise_std < 0:
     errors.append(f'eval.noise_std must be >= 0, got {e.noise_std}')
-  for name in ('umap_points', 'retrieval_queries', 'reference_queries', 'refine_steps'):
+  for name in ('umap_points', 'retrieval_queries', 'reference_queries', 'map_queries',
+               'refine_steps'):
     if e[name] < 0:
       errors.append(f'eval.{name} must be >= 0, got {e[name]}')
   if e.refine_lr <= 0:

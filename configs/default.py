@@ -60,6 +60,7 @@ def get_config():
   ev.umap_points = 5000  # test points in the UMAP projection (0 = skip UMAP)
   ev.retrieval_queries = 0  # test queries for P@k/mAP; 0 = all
   ev.reference_queries = 1000  # test queries for the raw-pixel reference (3072-D search is slow)
+  ev.map_queries = 1000  # test queries for mAP@1000 (a top-1,000 search is slow); 0 = all
   ev.refine_steps = 0  # >0: also report the test MSE of codes refined by this many Adam steps
   #                      each through the decoder (eval/refine.py)
   ev.refine_lr = 0.05  # Adam learning rate of that refinement

@@ -19,11 +19,11 @@ from ae.config_check import validate_config
 from ae.data import load_dataset
 from ae.metrics_log import read_records
 from ae.model import create_model
-from eval import (codes, figures, latents, projection, query_variants, reconstruction, refine,
-                  report, retrieval)
+from eval import (codes, figures, latent_views, latents, projection, query_variants,
+                  reconstruction, refine, report, retrieval)
 
 EVALUATORS = (reconstruction.evaluate, latents.evaluate, refine.evaluate, retrieval.evaluate,
-              query_variants.evaluate, projection.evaluate)
+              query_variants.evaluate, projection.evaluate, latent_views.evaluate)
 
 
 def evaluate(config, workdir, params, mesh, ds):

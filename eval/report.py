@@ -19,6 +19,9 @@ FIGURE_TITLES = {
     'denoising': 'Noisy inputs and their reconstructions (original report, Figures 11-12)',
     'precision_curve': 'Precision@k for k = 1..100: model, PCA and raw pixels',
     'neighbour_classes': "Classes among each query class's 10 nearest training images",
+    'traversals': 'Each latent unit swept alone, the others at the mean test code',
+    'interpolations': 'Between two test codes (decoded) and between the two images (crossfade)',
+    'samples': 'Decoded draws from a Gaussian fitted to the training codes',
 }
 
 
@@ -63,7 +66,8 @@ def build_report(config, results):
             f"Queries: {results['retrieval_queries']:,} test images; gallery: the training set; "
             'relevant = same class. mAP@100 averages precision at the ranks of the relevant items '
             'within the top 100; mAP@1000 the same within the top 1,000 (the unsupervised-hashing '
-            'protocol on CIFAR-10); kNN accuracy is the top-1 accuracy of a vote of the 10 nearest '
+            f"protocol on CIFAR-10), over the first {results.get('map_queries', 0):,} queries; "
+            'kNN accuracy is the top-1 accuracy of a vote of the 10 nearest '
             "(a tie goes to the nearest tied neighbour's class), as self-supervised papers report "
             f"it. Raw pixels use the first {refs['raw_pixels']['num_queries']:,} test queries.", '',
             '| codes | metric | P@1 | P@10 | P@100 | mAP@100 | mAP@1000 | kNN accuracy |',

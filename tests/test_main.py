@@ -12,7 +12,8 @@ from conftest import run_python
 
 FIGURES = ('loss', 'reconstructions', 'latent_values', 'latent_histograms', 'latent_correlation',
            'query_euclidean', 'query_manhattan', 'query_cosine', 'seed_setting',
-           'precision_at_k', 'denoising')
+           'precision_at_k', 'denoising', 'precision_curve', 'neighbour_classes', 'traversals',
+           'interpolations', 'samples')
 
 
 def test_train_run_leaves_every_file(run_dir):

@@ -43,3 +43,18 @@ def test_per_class_precision_and_neighbour_shares_by_hand():
   p, shares = per_class(labels, np.array([0, 0, 1]), num_classes=3, k=3)
   assert p[:2] == pytest.approx([0.5, 1.0]) and p[2] is None  # no query of class 2
   np.testing.assert_allclose(shares, [[0.5, 0.5, 0], [0, 1, 0], [0, 0, 0]])
+
+
+def test_map_at_1000_over_the_first_queries_is_theirs_and_the_rest_uses_every_query():
+  from eval.retrieval import protocol_metrics  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(4)
+  q, g = rng.normal(size=(40, 3)).astype(np.float32), rng.normal(size=(1500, 3)).astype(np.float32)
+  ql, gl = rng.integers(0, 4, 40), rng.integers(0, 4, 1500)
+  subset, curve, labels = protocol_metrics(q, ql, g, gl, 'euclidean', map_queries=7)
+  first, _, _ = protocol_metrics(q[:7], ql[:7], g, gl, 'euclidean', map_queries=0)
+  assert subset['mAP@1000'] == pytest.approx(first['mAP@1000'])
+  every = retrieval_metrics(q, ql, g, gl, 'euclidean')
+  for key in ('P@1', 'P@10', 'P@100', 'mAP@100'):
+    assert subset[key] == pytest.approx(every[key])
+  assert labels.shape == (40, 100) and curve[9] == pytest.approx(every['P@10'])
+  assert subset['knn_accuracy'] == knn_accuracy(labels, ql)

@@ -41,6 +41,32 @@ def _retrieval_rows(name, res, metrics):
   return rows
 
 
+def _retrieval_section(results, metrics):
+  """The retrieval tables: model, PCA and raw pixels per metric, then the model's P@10 by class."""
+  refs = results['references']
+  lines = ['## Retrieval', '',
+           f"Queries: {results['retrieval_queries']:,} test images; gallery: the training set; "
+           'relevant = same class. mAP@100 averages precision at the ranks of the relevant items '
+           'within the top 100; mAP@1000 the same within the top 1,000 (the unsupervised-hashing '
+           f"protocol on CIFAR-10), over the first {results.get('map_queries', 0):,} queries; "
+           'kNN accuracy is the top-1 accuracy of a vote of the 10 nearest (a tie goes to the '
+           "nearest tied neighbour's class), as self-supervised papers report it. Raw pixels use "
+           f"the first {refs['raw_pixels']['num_queries']:,} test queries.", '',
+           '| codes | metric | P@1 | P@10 | P@100 | mAP@100 | mAP@1000 | kNN accuracy |',
+           '| --- | --- | --- | --- | --- | --- | --- | --- |']
+  lines += _retrieval_rows('model', results['retrieval'], metrics)
+  lines += _retrieval_rows(f"PCA-{refs['pca']['dim']}", refs['pca'], metrics)
+  lines += _retrieval_rows('raw pixels (3072-D)', refs['raw_pixels'], metrics)
+  if 'retrieval_per_class' in results:
+    per_class = results['retrieval_per_class']
+    names = list(per_class[metrics[0]])
+    lines += ['', 'P@10 of the model by query class:', '',
+              '| metric | ' + ' | '.join(names) + ' |', '| --- |' + ' --- |' * len(names)]
+    lines += [f'| {m} | ' + ' | '.join(_fmt(per_class[m][n]) for n in names) + ' |'
+              for m in metrics]
+  return lines
+
+
 def build_report(config, results):
   metrics = list(results['retrieval'])
   t, dn, refs = results['test'], results['denoising'], results['references']
@@ -62,26 +88,7 @@ def build_report(config, results):
               f"| test PSNR (dB), refined codes | {rf['psnr']:.2f} |",
               f"| test images the refinement improved | {rf['improved_fraction']:.1%} |"]
   lines += ['']
-  lines += ['## Retrieval', '',
-            f"Queries: {results['retrieval_queries']:,} test images; gallery: the training set; "
-            'relevant = same class. mAP@100 averages precision at the ranks of the relevant items '
-            'within the top 100; mAP@1000 the same within the top 1,000 (the unsupervised-hashing '
-            f"protocol on CIFAR-10), over the first {results.get('map_queries', 0):,} queries; "
-            'kNN accuracy is the top-1 accuracy of a vote of the 10 nearest '
-            "(a tie goes to the nearest tied neighbour's class), as self-supervised papers report "
-            f"it. Raw pixels use the first {refs['raw_pixels']['num_queries']:,} test queries.", '',
-            '| codes | metric | P@1 | P@10 | P@100 | mAP@100 | mAP@1000 | kNN accuracy |',
-            '| --- | --- | --- | --- | --- | --- | --- | --- |']
-  lines += _retrieval_rows('model', results['retrieval'], metrics)
-  lines += _retrieval_rows(f"PCA-{refs['pca']['dim']}", refs['pca'], metrics)
-  lines += _retrieval_rows('raw pixels (3072-D)', refs['raw_pixels'], metrics)
-  if 'retrieval_per_class' in results:
-    per_class = results['retrieval_per_class']
-    names = list(per_class[metrics[0]])
-    lines += ['', 'P@10 of the model by query class:', '',
-              '| metric | ' + ' | '.join(names) + ' |', '| --- |' + ' --- |' * len(names)]
-    lines += [f'| {m} | ' + ' | '.join(_fmt(per_class[m][n]) for n in names) + ' |'
-              for m in metrics]
+  lines += _retrieval_section(results, metrics)
   lines += ['', '## Denoising and noisy queries', '',
             f"Gaussian noise std {dn['noise_std']:g}, clipped to [0, 1].", '',
             '| | this run |' + (' parent run |' if 'parent' in results else ''),

@@ -2,6 +2,7 @@
 test images far better than the mean training image does."""
 
 import numpy as np
+import pytest
 
 from ae import train
 from ae.data import load_dataset
@@ -9,6 +10,7 @@ from ae.metrics_log import read_records
 from configs import default
 
 
+@pytest.mark.slow  # trains the default model on real images for half a minute
 def test_one_epoch_on_5k_images_beats_the_mean_image(tmp_path, cifar10_dir):
   config = default.get_config()
   config.data.source = 'dir'

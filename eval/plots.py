@@ -220,9 +220,16 @@ def save_precision_comparison(results, path):
     ax.set_title(k)
     ax.set_ylim(0, 1)
     ax.grid(axis='y', alpha=0.3)
-  axes[0, 0].set_ylabel('precision (same class)')
+  return _finish_panels(fig, axes, 'precision (same class)',
+                        'Retrieval: test queries over the training set', path)
+
+
+def _finish_panels(fig, axes, ylabel, title, path):
+  """Labels a row of panels (the y axis on the first, the legend on the last), titles and
+  saves it."""
+  axes[0, 0].set_ylabel(ylabel)
   axes[0, -1].legend(fontsize=8)
-  fig.suptitle('Retrieval: test queries over the training set', fontsize=10)
+  fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   return _save(fig, path)
 
@@ -242,11 +249,8 @@ def save_precision_curve(curves, pca_dim, path):
     ax.set_title(m)
     ax.set_xlabel('k (neighbours)')
     ax.grid(alpha=0.3)
-  axes[0, 0].set_ylabel('precision@k (same class)')
-  axes[0, -1].legend(fontsize=8)
-  fig.suptitle('Precision@k: test queries over the training set', fontsize=10)
-  fig.tight_layout()
-  return _save(fig, path)
+  return _finish_panels(fig, axes, 'precision@k (same class)',
+                        'Precision@k: test queries over the training set', path)
 
 
 def save_neighbour_classes(shares, class_names, path):

@@ -49,9 +49,14 @@ def retrieval_metrics(query_z, query_labels, gallery_z, gallery_labels, metric, 
   k_max = max(ks)
   labels = _neighbour_labels(query_z, gallery_z, gallery_labels, metric, k_max, exclude_self,
                              nn_kwargs)
-  relevant = labels == np.asarray(query_labels)[:, None]
-  out = {f'P@{k}': precision_at_k(relevant, k) for k in ks}
-  out[f'mAP@{k_max}'] = float(np.mean(average_precision_at_k(relevant, k_max)))
+  return _precision_and_map(labels == np.asarray(query_labels)[:, None], ks)
+
+
+def _precision_and_map(relevant_QxK, ks):
+  """P@k for each k in ks and mAP@max(ks) (over the columns there are, if fewer)."""
+  out = {f'P@{k}': precision_at_k(relevant_QxK, k) for k in ks}
+  k_max = min(max(ks), relevant_QxK.shape[1])
+  out[f'mAP@{max(ks)}'] = float(np.mean(average_precision_at_k(relevant_QxK, k_max)))
   return out
 
 
@@ -68,8 +73,7 @@ def protocol_metrics(query_z, query_labels, gallery_z, gallery_labels, metric, m
   deep = labels if deep_for_all else _neighbour_labels(
       query_z[:n_map], gallery_z, gallery_labels, metric, MAP_K, False, nn_kwargs)
   relevant = labels[:, :max(KS)] == q_labels[:, None]
-  out = {f'P@{k}': precision_at_k(relevant, k) for k in KS}
-  out[f'mAP@{max(KS)}'] = float(np.mean(average_precision_at_k(relevant, relevant.shape[1])))
+  out = _precision_and_map(relevant, KS)
   deep_relevant = deep == q_labels[:n_map, None]
   out[f'mAP@{MAP_K}'] = float(np.mean(average_precision_at_k(deep_relevant,
                                                              deep_relevant.shape[1])))
@@ -110,7 +114,7 @@ def evaluate(inputs):
     p10, share = per_class(labels, q_labels, num_classes)
     per_class_p10[m] = dict(zip(ds.class_names, p10))
     shares[m] = share.tolist()
-  refs = _references(inputs, n_q, curves)
+  refs, curves['pca'], curves['raw_pixels'] = _references(inputs, n_q)
   k = min(e.k, len(train_z))
   grids = {m: nearest_neighbors(inputs.test['z'][:NUM_SHOWN], train_z, k, m, **inputs.nn_kwargs)
            for m in e.metrics}
@@ -121,10 +125,10 @@ def evaluate(inputs):
           'precision_curve': curves}, {'grids': grids}
 
 
-def _references(inputs, n_q, curves):
+def _references(inputs, n_q):
   """Retrieval of the same queries by PCA codes of the model's size (and PCA's test MSE), and by
-  raw pixels (the first eval.reference_queries test queries: a 3072-D search is slow); their P@k
-  curves go into curves."""
+  raw pixels (the first eval.reference_queries test queries: a 3072-D search is slow); returns
+  (their numbers, PCA's P@k curves, raw pixels' P@k curves), curves per metric."""
   e, ds, dim = inputs.config.eval, inputs.ds, inputs.config.model.latent_dim
   logging.info('eval: PCA-%d and raw-pixel references', dim)
   x_train = references.flatten_float(ds.train_images)
@@ -132,16 +136,16 @@ def _references(inputs, n_q, curves):
   mean, comps = references.fit_pca(x_train, dim)
   p_train, p_test = (references.pca_encode(x, mean, comps) for x in (x_train, x_test))
   n_raw = min(e.reference_queries or len(x_test), len(x_test))
-  pca, raw = {}, {}
-  curves['pca'], curves['raw_pixels'] = {}, {}
+  pca, raw, pca_curves, raw_curves = {}, {}, {}, {}
   for m in e.metrics:
-    pca[m], curves['pca'][m], _ = protocol_metrics(
+    pca[m], pca_curves[m], _ = protocol_metrics(
         p_test[:n_q], ds.test_labels[:n_q], p_train, ds.train_labels, m, e.map_queries,
         **inputs.nn_kwargs)
-    raw[m], curves['raw_pixels'][m], _ = protocol_metrics(
+    raw[m], raw_curves[m], _ = protocol_metrics(
         x_test[:n_raw], ds.test_labels[:n_raw], x_train, ds.train_labels, m, e.map_queries,
         query_chunk=256, gallery_chunk=8192, mesh=inputs.mesh)  # (fewer merges of a top 1,000)
-  return {'pca': {'dim': dim, 'num_queries': n_q,
+  refs = {'pca': {'dim': dim, 'num_queries': n_q,
                   'test_mse': references.pca_reconstruction_mse(x_test, mean, comps), **pca},
           'raw_pixels': {'dim': int(x_train.shape[1]), 'num_queries': n_raw,
                          'map_queries': min(e.map_queries or n_raw, n_raw), **raw}}
+  return refs, pca_curves, raw_curves

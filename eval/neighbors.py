@@ -1,21 +1,24 @@
 """Exact k-nearest neighbours in latent space, in bounded memory.
 
-Queries are taken in chunks (split across devices); for each chunk a jitted scan walks the
-gallery in tiles, so no distance matrix larger than query_chunk x gallery_chunk ever exists.
+Queries are taken in chunks (split across devices), each searched by one jitted call.
 
-Low-dimensional codes take a two-pass route that avoids a top-k over every tile, the expensive
-part on a CPU: pass 1 reduces each distance tile to the minimum of every block of gallery rows
-(block_rows(k): 128 for k <= 32, fewer for larger k); the k blocks with the smallest minima hold
-every true neighbour (each neighbour's block has a minimum no larger than the k-th smallest block
-minimum); pass 2 gathers those k blocks per query, recomputes their distances and takes the top-k.
-Both passes compute a distance with the same unrolled sum over the few dimensions, so they agree
-to the bit. Pass 1 lays a tile out gallery-major ([rows, queries]) and takes the block minima by
-halving (min of the two halves, log2(block) times): XLA fuses distance and minima into one loop
-that vectorises along the queries and never writes the tile to memory (several times faster on a
-CPU than a matmul tile followed by a min-reduction). Padding rows are made infinitely far
-by their coordinates (_gallery_tiles), so that loop needs no mask. High-dimensional data (raw
-pixels) use a running top-k over tiles instead: a matmul tile for Euclidean and cosine, a
-cache-sized scan for Manhattan.
+Low-dimensional codes take a two-pass route, a scan over gallery tiles of gallery_chunk rows that
+avoids a top-k over every tile, the expensive part on a CPU: pass 1 reduces each distance tile to
+the minimum of every block of gallery rows (block_rows(k): 128 for k <= 32, fewer for larger k);
+the k blocks with the smallest minima hold every true neighbour (each neighbour's block has a
+minimum no larger than the k-th smallest block minimum); pass 2 gathers those k blocks per query,
+recomputes their distances and takes the top-k. Both passes compute a distance with the same
+unrolled sum over the few dimensions, so they agree to the bit. Pass 1 lays a tile out
+gallery-major ([rows, queries]) and takes the block minima by halving (min of the two halves,
+log2(block) times): XLA fuses distance and minima into one loop that vectorises along the queries
+and never writes the tile to memory (several times faster on a CPU than a matmul tile followed by a
+min-reduction). Padding rows are made infinitely far by their coordinates (_gallery_tiles), so that
+loop needs no mask. High-dimensional data (raw pixels) take the distances to every gallery row (a
+matmul for Euclidean and cosine, a cache-sized scan for Manhattan), then one top-k over the whole
+row: XLA's top-k of 1,000 among 50,000 costs little, where merging a running top-1,000 after every
+gallery tile (a sort of 2,000 candidates each time) cost more than the distances. The chunk's
+distances, query_chunk x gallery rows, are the largest array; query_chunk is lowered to keep them
+within _MAX_ROW_FLOATS.
 """
 
 import functools
@@ -26,11 +29,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 METRICS = ('euclidean', 'manhattan', 'cosine')
-_PAD_INDEX = np.iinfo(np.int32).max
 BLOCK = 128  # the most gallery rows per block of the two-pass search
 _MIN_BLOCK = 16  # the fewest (for k = 100, 16-row blocks measured slower than 32)
 _BLOCK_CANDIDATES = 4096  # pass 2's candidate rows per query (k * block) that set the block size
 _MAX_CANDIDATE_FLOATS = 2 ** 24  # default per query chunk in pass 2: k * block * D * queries
+_MAX_ROW_FLOATS = 2 ** 26  # per query chunk of the whole-row search: queries * gallery rows
 _SUB_ROWS = 128  # gallery rows per accumulator of the many-dimensional Manhattan tile
 _DIM_CHUNK = 16  # dimensions per unrolled step there
 
@@ -57,18 +60,18 @@ def _gallery_tiles(g_GxD, metric, tile, block_layout):
   """The gallery padded to whole tiles, [tiles, tile, D'], built on the device (on a GPU the
   whole query takes milliseconds, so host work and round trips would show): unit rows for cosine.
 
-  Plain layout: zero padding rows, masked by _chunk_topk. Block layout: padding rows infinitely
-  far from every query, so that pass 1 needs no mask (a select per distance would dominate it):
-  +inf coordinates; for cosine one more coordinate, 0 on gallery rows (adding an exact 0 to the
-  1 of every query) and -inf on padding rows.
+  Plain layout (the whole-row search): one tile, no padding. Block layout: padding rows
+  infinitely far from every query, so that pass 1 needs no mask (a select per distance would
+  dominate it): +inf coordinates; for cosine one more coordinate, 0 on gallery rows (adding an
+  exact 0 to the 1 of every query) and -inf on padding rows.
   """
   ng, dim = g_GxD.shape
   pad = -ng % tile
   if metric == 'cosine':
     g_GxD = _normalize(g_GxD)
   if not block_layout:
-    g_GxD = jnp.pad(g_GxD, ((0, pad), (0, 0)))
-  elif metric == 'cosine':
+    return g_GxD[None]
+  if metric == 'cosine':
     g_GxD = jnp.pad(g_GxD, ((0, pad), (0, 1)))
     g_GxD = g_GxD.at[ng:, dim].set(-jnp.inf)
   else:
@@ -124,32 +127,12 @@ def _manhattan_many_dims(q_QxD, g_GxD):
   return jax.lax.map(sub_tile, g_SxRxD).reshape(-1, nq)[:ng].T
 
 
-def _merge(best_d, best_i, d, i, k):
-  """Top-k of two candidate lists, ordered by (distance, index): ties go to the lower index."""
-  d = jnp.concatenate([best_d, d], axis=1)
-  i = jnp.concatenate([best_i, i], axis=1)
-  d, i = jax.lax.sort((d, i), dimension=1, num_keys=2)
-  return d[:, :k], i[:, :k]
-
-
 @functools.partial(jax.jit, static_argnames=('k', 'metric'))
-def _chunk_topk(q_QxD, g_NxCxD, g_count, k, metric):
-  """Top-k over a gallery laid out as N tiles of C rows (the last tile padded)."""
-  num_tiles, tile, _ = g_NxCxD.shape
-  kk = min(k, tile)
+def _chunk_topk(q_QxD, g_1xGxD, k, metric):
+  """Top-k over the whole gallery, [1, G, D]: the distances to every row, then one top-k."""
   q_QxD = _prepare_queries(q_QxD, metric, block_layout=False)
-
-  def body(carry, t):
-    best_d, best_i = carry
-    g_index = t * tile + jnp.arange(tile, dtype=jnp.int32)
-    d = jnp.where((g_index >= g_count)[None, :], jnp.inf, distance_tile(q_QxD, g_NxCxD[t], metric))
-    neg, pos = jax.lax.top_k(-d, kk)  # lower index first among equal distances
-    return _merge(best_d, best_i, -neg, g_index[pos], k), None
-
-  init = (jnp.full((q_QxD.shape[0], k), jnp.inf, jnp.float32),
-          jnp.full((q_QxD.shape[0], k), _PAD_INDEX, jnp.int32))
-  (best_d, best_i), _ = jax.lax.scan(body, init, jnp.arange(num_tiles))
-  return best_d, best_i
+  neg, idx = jax.lax.top_k(-distance_tile(q_QxD, g_1xGxD[0], metric), k)  # lower index first
+  return -neg, idx.astype(jnp.int32)  # among equal distances
 
 
 def _unrolled_distance(a_D, b_D, metric):
@@ -217,11 +200,12 @@ def _chunk_topk_blocks(q_QxD, g_NxCxD, k, metric, block):
   return dist, jnp.take_along_axis(rows, pos, axis=1)
 
 
-def tile_rows(num_rows, gallery_chunk, multiple=1):
-  """Gallery rows per tile: as few tiles as gallery_chunk rows each allow, of equal size (rounded
-  up to a multiple): 50,000 rows in 4 tiles of 12,500, not 3 of 16,384 and one of 848 padded to
-  16,384 (31% more distances to compute; 11-13% of a 10k x 60k latent query)."""
-  tiles = -(-num_rows // gallery_chunk)
+def tile_rows(num_rows, most, multiple=1):
+  """Rows per tile (of the gallery, or per chunk of queries): as few tiles as `most` rows each
+  allow, of equal size (rounded up to a multiple): 50,000 rows in 4 tiles of 12,500, not 3 of
+  16,384 and one of 848 padded to 16,384 (31% more distances to compute; 11-13% of a 10k x 60k
+  latent query)."""
+  tiles = -(-num_rows // most)
   return -(-num_rows // (tiles * multiple)) * multiple
 
 
@@ -243,7 +227,9 @@ def nearest_neighbors(queries, gallery, k, metric, exclude_self=False, query_chu
     k: neighbours per query (at most G, or G - 1 with exclude_self).
     metric: 'euclidean', 'manhattan' or 'cosine' (1 - cosine similarity; zero vectors give 1).
     exclude_self: queries and gallery are the same set; never return a query's own index.
-    query_chunk, gallery_chunk: tile sizes; memory is O(query_chunk * gallery_chunk).
+    query_chunk, gallery_chunk: tile sizes; memory is O(query_chunk * gallery_chunk) for
+      low-dimensional codes; the high-dimensional route holds query_chunk x G distances, with
+      query_chunk lowered to keep them within _MAX_ROW_FLOATS.
     candidate_floats: in the two-pass search, the most floats pass 2 gathers per query chunk
       (k * block_rows(k) * D per query); it lowers query_chunk where needed.
     mesh: optional device mesh with a 'data' axis; each query chunk is split across it.
@@ -269,22 +255,24 @@ def nearest_neighbors(queries, gallery, k, metric, exclude_self=False, query_chu
 
   block = block_rows(k_search)
   two_pass = k_search * block * g.shape[1] <= _MAX_CANDIDATE_FLOATS // 64
-  tile = tile_rows(len(g), gallery_chunk, block if two_pass else 1)
   if two_pass:
+    tile = tile_rows(len(g), gallery_chunk, block)
     query_chunk = max(1, min(query_chunk, candidate_floats // (k_search * block * g.shape[1])))
     search = functools.partial(_chunk_topk_blocks, k=k_search, metric=metric, block=block)
-  else:
-    search = functools.partial(_chunk_topk, g_count=len(g), k=k_search, metric=metric)
+  else:  # the whole gallery in one tile
+    tile = len(g)
+    query_chunk = max(1, min(query_chunk, _MAX_ROW_FLOATS // len(g)))
+    search = functools.partial(_chunk_topk, k=k_search, metric=metric)
   g_tiles = _gallery_tiles(jax.device_put(g, NamedSharding(mesh, P())), metric=metric, tile=tile,
                            block_layout=two_pass)
-  qc = -(-min(query_chunk, len(q)) // mesh.size) * mesh.size
+  qc = tile_rows(len(q), query_chunk, mesh.size)  # equal chunks, a multiple of the devices
   q_sharding = NamedSharding(mesh, P('data'))
   pending = []  # every chunk is dispatched before the first result is fetched
   for start in range(0, len(q), qc):
     block = q[start:start + qc]
     if len(block) < qc:
       block = np.concatenate([block, np.zeros((qc - len(block), q.shape[1]), np.float32)])
-    pending.append((start, search(jax.device_put(block, q_sharding), g_NxCxD=g_tiles)))
+    pending.append((start, search(jax.device_put(block, q_sharding), g_tiles)))
   out_d, out_i = [], []
   for start, (d, i) in pending:
     n = min(qc, len(q) - start)

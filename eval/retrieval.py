@@ -143,7 +143,7 @@ def _references(inputs, n_q):
         **inputs.nn_kwargs)
     raw[m], raw_curves[m], _ = protocol_metrics(
         x_test[:n_raw], ds.test_labels[:n_raw], x_train, ds.train_labels, m, e.map_queries,
-        query_chunk=256, gallery_chunk=8192, mesh=inputs.mesh)  # (fewer merges of a top 1,000)
+        **inputs.nn_kwargs)
   refs = {'pca': {'dim': dim, 'num_queries': n_q,
                   'test_mse': references.pca_reconstruction_mse(x_test, mean, comps), **pca},
           'raw_pixels': {'dim': int(x_train.shape[1]), 'num_queries': n_raw,

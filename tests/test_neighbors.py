@@ -124,21 +124,31 @@ def test_padding_rows_are_never_returned_even_when_every_real_row_is_far(metric)
 
 
 @pytest.mark.parametrize('metric', ['euclidean', 'manhattan', 'cosine'])
-def test_high_dimensional_codes_take_the_tiled_path_and_match(metric):
+def test_high_dimensional_codes_take_the_whole_row_path_and_match(metric, monkeypatch):
+  from eval import neighbors
   rng = np.random.default_rng(3)
   q = rng.integers(0, 3, (20, 700)).astype(np.float32)
   g = rng.integers(0, 3, (150, 700)).astype(np.float32)
   g[7] = g[3]
-  d, i = nearest_neighbors(q, g, 12, metric, query_chunk=8, gallery_chunk=64)
-  rd, ri = brute_force(q, g, 12, metric)
-  np.testing.assert_allclose(d, rd, rtol=1e-5, atol=1e-4)
-  if metric != 'cosine':
-    np.testing.assert_array_equal(i, ri)
+  for k in (12, 150):  # up to the whole gallery
+    d, i = nearest_neighbors(q, g, k, metric, query_chunk=8, gallery_chunk=64)
+    rd, ri = brute_force(q, g, k, metric)
+    np.testing.assert_allclose(d, rd, rtol=1e-5, atol=1e-4)
+    if metric != 'cosine':
+      np.testing.assert_array_equal(i, ri)
+  # distance rows capped at 3 queries x 150 rows: 7 chunks of 3 queries, the last one ragged
+  monkeypatch.setattr(neighbors, '_MAX_ROW_FLOATS', 3 * 150)
+  chunks = []
+  search = neighbors._chunk_topk
+  monkeypatch.setattr(neighbors, '_chunk_topk',
+                      lambda q_QxD, *a, **kw: chunks.append(len(q_QxD)) or search(q_QxD, *a, **kw))
+  np.testing.assert_array_equal(nearest_neighbors(q, g, 12, metric, query_chunk=8)[1], i[:, :12])
+  assert chunks == [3] * 7
 
 
-def test_large_k_on_low_dimensional_codes_takes_the_tiled_path_and_matches():
-  # k * block_rows(k) * D beyond the two-pass budget: the tiled route with its unrolled
-  # Manhattan tile
+def test_large_k_on_low_dimensional_codes_takes_the_whole_row_path_and_matches():
+  # k * block_rows(k) * D beyond the two-pass budget: the whole-row route with its unrolled
+  # Manhattan distances
   from eval import neighbors
   k, dim = 400, 48
   assert k * neighbors.block_rows(k) * dim > neighbors._MAX_CANDIDATE_FLOATS // 64

@@ -49,6 +49,13 @@ def add_noise(clean, key, noise_std, random_std=False):
   return jnp.clip(clean + std * jax.random.normal(key, clean.shape, clean.dtype), 0.0, 1.0)
 
 
+def noisy_copies(x, idx, noise_key, noise_std):
+  """The evaluation's noisy copies of images (rng.EVAL_NOISE), each drawn from its index: the
+  same for an image in any batch or process."""
+  keys = jax.vmap(lambda i: jax.random.fold_in(noise_key, i))(idx)
+  return jax.vmap(lambda k, xi: add_noise(xi, k, noise_std))(keys, x)
+
+
 def random_flip(images, key):
   """Mirrors each image left-right with probability 1/2 (an augmentation the test set shares)."""
   flip_B = jax.random.bernoulli(key, 0.5, (images.shape[0],))

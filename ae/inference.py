@@ -18,6 +18,7 @@ def make_batched_fn(mesh, fn):
     batch = jax.lax.with_sharding_constraint(images_u8[idx_B], batch_sharding)
     return fn(params, to_float(batch), idx_B)
 
+  apply.__name__ = f'apply_{getattr(fn, "__name__", "fn")}'  # names the program in compile logs
   return jax.jit(apply, out_shardings=parallel.replicated(mesh),
                  compiler_options=compiler_options.for_inference(mesh))
 
@@ -43,10 +44,10 @@ def apply_in_batches(mesh, jitted, params, images_u8, num, batch_size):
 
 def per_image_sse(apply_fn):
   """fn for make_batched_fn: each image's summed squared reconstruction error."""
-  def fn(params, x, idx_B):
+  def per_image_sse(params, x, idx_B):
     del idx_B
     return jnp.sum(jnp.square(apply_fn(params, x) - x), axis=(1, 2, 3))
-  return fn
+  return per_image_sse
 
 
 def mean_squared_error(mesh, sse_fn, params, images_u8, num, batch_size):

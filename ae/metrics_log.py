@@ -1,4 +1,4 @@
-"""metrics.jsonl and TensorBoard event files, written by process 0 only."""
+"""metrics.jsonl and TensorBoard event files (scalars, images), written by process 0 only."""
 
 import json
 import os
@@ -73,6 +73,11 @@ class MetricsLog:
     for k, v in record.items():
       if k not in ('step', 'epoch') and isinstance(v, (int, float)):
         self._tb.add_scalar(k, v, record['step'])
+
+  def image(self, tag, image_HxWxC, step):
+    """A uint8 image summary (TensorBoard's Images tab)."""
+    if self.active:
+      self._tb.add_image(tag, image_HxWxC, step, dataformats='HWC')
 
   def close(self):
     if self.active:

@@ -17,6 +17,7 @@ from ae.config_check import validate_config
 from ae.cpu import compiler_options, host_memory
 from ae.data import load_dataset, to_float
 from ae.errors import ConfigError, NonFiniteLossError, Preempted
+from ae.image_summaries import ReconstructionImages
 from ae.metrics_log import MetricsLog
 from ae.model import IMAGE_SHAPE, create_model
 from ae.progress import Progress, StartupTimer
@@ -142,6 +143,7 @@ class _Trainer:
     self.tx = make_optimizer(t, self.total_steps)
     self.train_fn = make_train_fn(self.mesh, config.seed, Augmentation.from_config(t))
     self.sse_fn = inference.make_batched_fn(self.mesh, inference.per_image_sse(self.init.apply_fn))
+    self.images = ReconstructionImages(config, self.mesh, self.init.apply_fn, len(ds.test_images))
     if ahead:
       self.compiling += self._compile_ahead()
     self.log = MetricsLog(workdir, self.start_step)  # imports TensorBoard's writer meanwhile
@@ -153,7 +155,8 @@ class _Trainer:
     self._order = (None, None)  # an epoch and its shuffled image indices
 
   def _compile_ahead(self):
-    """Threads compiling the first train call and the test pass for the arguments they get."""
+    """Threads compiling the first train call, the test pass and the epoch's images for the
+    arguments they get."""
     t, mesh, (params, opt_state) = self.config.train, self.mesh, self.shapes
     sds = lambda x, sharding=parallel.replicated(mesh): jax.ShapeDtypeStruct(
         np.shape(x), x.dtype, sharding=sharding)
@@ -161,10 +164,13 @@ class _Trainer:
                        tx=self.tx, opt_state=opt_state)
     idx = np.zeros((chunk_steps(t, self.steps_per_epoch, self.start_step), t.batch_size), np.int32)
     eval_idx = np.zeros(inference.device_batch(t.eval_batch_size, mesh), np.int32)
+    image_idx = np.zeros(inference.device_batch(self.images.num, mesh), np.int32)
     return [runtime.compile_ahead(self.train_fn, state, sds(self.ds.train_images),
                                   sds(idx, parallel.data_sharded(mesh, 2, axis=1))),
             runtime.compile_ahead(self.sse_fn, params, sds(self.ds.test_images),
-                                  sds(eval_idx, parallel.data_sharded(mesh)))]
+                                  sds(eval_idx, parallel.data_sharded(mesh))),
+            runtime.compile_ahead(self.images.fn, params, sds(self.ds.test_images),
+                                  sds(image_idx, parallel.data_sharded(mesh)))]
 
   def initial_state(self):
     """A fresh state, or the latest checkpoint's, or one with train.init_from's weights."""
@@ -203,11 +209,12 @@ class _Trainer:
             pending = None
           if ckpt_due:
             ckpt.save(self.mngr, state)
-          if epoch_end:  # the test set's reconstruction MSE
+          if epoch_end:  # the test set's reconstruction MSE, and images of a few
             eval_start = time.time()
             mse = inference.mean_squared_error(self.mesh, self.sse_fn, state.params,
                                                self.test_images, len(self.ds.test_images),
                                                t.eval_batch_size)
+            self.images.write(self.log, state.params, self.test_images, step)
             self._write(self.progress.end_epoch(step // self.steps_per_epoch - 1, step, mse,
                                                 eval_start))
         if stop.signal:

@@ -2,13 +2,12 @@
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 from ae import parallel, rng
-from ae.augment import add_noise
+from ae.augment import noisy_copies
 from ae.data import Dataset
 from ae.inference import apply_in_batches, make_batched_fn
 
@@ -18,13 +17,6 @@ NUM_SHOWN = 10  # test images in the reconstruction, denoising and query figures
 def make_encode_fn(mesh, model):
   """The jitted batch function that gives the latent codes of clean images."""
   return make_batched_fn(mesh, lambda params, x, idx: model.apply(params, x, method=model.encode))
-
-
-def noisy(x, idx, noise_key, noise_std):
-  """The evaluation's noisy copies of images, each drawn from its index: the same for an image in
-  any batch or process."""
-  keys = jax.vmap(lambda i: jax.random.fold_in(noise_key, i))(idx)
-  return jax.vmap(lambda k, xi: add_noise(xi, k, noise_std))(keys, x)
 
 
 @dataclasses.dataclass
@@ -59,7 +51,7 @@ def encode(config, model, params, mesh, ds):
   noise_key, noise_std = rng.stream(config.seed, rng.EVAL_NOISE), config.eval.noise_std
 
   def test_outputs(params, x, idx):
-    noisy_x = noisy(x, idx, noise_key, noise_std)
+    noisy_x = noisy_copies(x, idx, noise_key, noise_std)
     z, z_noisy = (model.apply(params, v, method=model.encode) for v in (x, noisy_x))
     sse = lambda a, b: jnp.sum(jnp.square(a - b), axis=(1, 2, 3))
     return {'z': z, 'z_noisy': z_noisy,
@@ -68,7 +60,7 @@ def encode(config, model, params, mesh, ds):
             'sse_recon_noisy': sse(model.apply(params, z_noisy, method=model.decode), x)}
 
   def shown(params, x, idx):
-    noisy_x = noisy(x, idx, noise_key, noise_std)
+    noisy_x = noisy_copies(x, idx, noise_key, noise_std)
     return {'recon': model.apply(params, x), 'noisy': noisy_x,
             'recon_noisy': model.apply(params, noisy_x)}
 

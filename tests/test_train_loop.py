@@ -22,9 +22,10 @@ def test_programs_compile_once_and_rates_are_per_chunk(tmp_path, caplog):
     jax.config.update('jax_log_compiles', False)
   compiled = [r.getMessage() for r in caplog.records
               if r.getMessage().startswith('Finished XLA compilation of jit(')]
-  # init, the 4-step train call and the test pass: compiled ahead, then found by the real calls
-  # (a miss would compile again, or load from the persistent cache, and log once more)
-  for name in ('init', 'train_steps', 'apply'):
+  # init, the 4-step train call, the test pass and the epoch's images: compiled ahead, then found
+  # by the real calls (a miss would compile again, or load from the persistent cache, and log once
+  # more)
+  for name in ('init', 'train_steps', 'apply_per_image_sse', 'apply_reconstruction_images'):
     assert sum(f'jit({name})' in m for m in compiled) == 1, (name, compiled)
 
   records = [json.loads(l) for l in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()]

@@ -19,7 +19,7 @@ from ae.config_check import validate_config
 from ae.data import load_dataset
 from ae.metrics_log import read_records
 from ae.model import create_model
-from eval import (codes, figures, latent_views, latents, projection, query_variants,
+from eval import (codes, figures, latent_views, latents, projection, projector, query_variants,
                   reconstruction, refine, report, retrieval)
 
 EVALUATORS = (reconstruction.evaluate, latents.evaluate, refine.evaluate, retrieval.evaluate,
@@ -46,6 +46,9 @@ def evaluate(config, workdir, params, mesh, ds):
   if jax.process_index() != 0:
     return results
   results['figures'] = figures.draw(workdir, inputs, results, arrays)
+  results['projector_points'] = projector.export(os.path.join(workdir, 'tensorboard'),
+                                                 inputs.test['z'], ds.test_labels, ds.class_names,
+                                                 ds.test_images)
   refined = {'test_z_refined': arrays['test_z_refined']} if 'test_z_refined' in arrays else {}
   embeddings = os.path.join(workdir, 'embeddings.npz')
   with writing(embeddings):

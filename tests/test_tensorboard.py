@@ -1,13 +1,21 @@
 """What a finished run leaves for TensorBoard, read by TensorBoard's own code: its event reader for
-the per-epoch reconstruction images."""
+the per-epoch reconstruction images, its Projector plugin (served as `tensorboard` serves it) for
+the embedding of the test codes."""
 
 import io
+import json
 
 import jax
 import numpy as np
+import pytest
 from PIL import Image
 
-from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.backend import application
+from tensorboard.backend.event_processing import data_provider, event_accumulator
+from tensorboard.backend.event_processing import plugin_event_multiplexer
+from tensorboard.plugins import base_plugin
+from tensorboard.plugins.projector import projector_plugin
+from werkzeug import test as werkzeug_test
 
 from ae import checkpoint as ckpt
 from ae import parallel, rng
@@ -58,3 +66,49 @@ def test_every_epoch_has_the_reconstructions_of_the_fixed_test_images(run_dir):
                  for i in (0, -1))
   np.testing.assert_array_equal(last[0], x_u8)  # the test images themselves
   assert not np.array_equal(first[1], last[1])  # the reconstructions changed between epochs
+
+
+@pytest.fixture(scope='module')
+def projector(run_dir):
+  """The run's folder served by TensorBoard's Projector plugin, as `tensorboard --logdir` would."""
+  logdir = str(run_dir.parent)
+  multiplexer = plugin_event_multiplexer.EventMultiplexer()
+  multiplexer.AddRunsFromDirectory(logdir)
+  multiplexer.Reload()
+  context = base_plugin.TBContext(
+      logdir=logdir, data_provider=data_provider.MultiplexerDataProvider(multiplexer, logdir))
+  client = werkzeug_test.Client(application.TensorBoardWSGI(
+      [projector_plugin.ProjectorPlugin(context)]))
+
+  def get(route, **args):
+    response = client.get(f'/data/plugin/projector/{route}', query_string=args)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_data()
+
+  return get
+
+
+def test_projector_serves_the_test_codes_with_classes_and_images(run_dir, projector):
+  run = f'{run_dir.name}/tensorboard'
+  assert json.loads(projector('runs')) == [run]
+  (embedding,) = json.loads(projector('info', run=run))['embeddings']
+  name = embedding['tensorName']
+  with np.load(run_dir / 'embeddings.npz') as f:
+    z, labels = f['test_z'], f['test_labels']
+  codes = np.frombuffer(projector('tensor', run=run, name=name), np.float32)
+  np.testing.assert_array_equal(codes.reshape(z.shape), z)
+  class_names = load_dataset(test_config.get_config().data).class_names
+  metadata = projector('metadata', run=run, name=name).decode().splitlines()
+  assert metadata[0] == 'test_index\tclass'
+  assert metadata[1:] == [f'{i}\t{class_names[c]}' for i, c in enumerate(labels)]
+  assert embedding['sprite']['singleImageDim'] == [32, 32]
+  sprite = np.asarray(Image.open(io.BytesIO(projector('sprite_image', run=run, name=name))))
+  side = int(np.ceil(np.sqrt(len(z))))
+  assert json.loads((run_dir / 'results.json').read_text())['projector_points'] == len(z)
+  assert f'the codes of the first {len(z)} test images' in (run_dir / 'report.md').read_text()
+  assert not list(run_dir.glob('tensorboard/**/*.tmp'))  # written whole, through a rename
+  assert sprite.shape == (side * 32, side * 32, 3)
+  images = load_dataset(test_config.get_config().data).test_images
+  for i in (0, 1, side, len(z) - 1):  # image i at row i // side, column i % side
+    r, c = divmod(i, side)
+    np.testing.assert_array_equal(sprite[r * 32:(r + 1) * 32, c * 32:(c + 1) * 32], images[i])

@@ -6,7 +6,7 @@ import sys
 
 import jax
 
-from ae.workdir import writing
+from ae.workdir import write_whole, writing
 
 
 def read_records(path):
@@ -56,10 +56,7 @@ class MetricsLog:
     if not self.active:
       return
     kept = [r for r in read_records(self.path) if r.get('step', 0) <= resume_step]
-    tmp = self.path + '.tmp'
-    with writing(tmp), open(tmp, 'w') as f:
-      f.writelines(json.dumps(r) + '\n' for r in kept)
-    os.replace(tmp, self.path)
+    write_whole(self.path, ''.join(json.dumps(r) + '\n' for r in kept))
     self._file = open(self.path, 'a')
     writer = _summary_writer_class()
     self._tb = writer(os.path.join(workdir, 'tensorboard'), purge_step=resume_step + 1)

@@ -63,10 +63,16 @@ def prepare(workdir):
 def write_config(config, workdir):
   """config.json, the resolved config (process 0; replaced atomically)."""
   if jax.process_index() == 0:
-    tmp = os.path.join(workdir, 'config.json.tmp')
-    with writing(tmp), open(tmp, 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-    os.replace(tmp, os.path.join(workdir, 'config.json'))
+    write_whole(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
+
+
+def write_whole(path, data):
+  """Writes data (str or bytes) to path whole or not at all, through a temporary file and a
+  rename: an interrupted run or a full disk never leaves a truncated file behind."""
+  tmp = path + '.tmp'
+  with writing(tmp), open(tmp, 'wb' if isinstance(data, bytes) else 'w') as f:
+    f.write(data)
+  os.replace(tmp, path)
 
 
 @contextlib.contextmanager

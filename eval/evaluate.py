@@ -14,7 +14,7 @@ from absl import logging
 
 from ae import checkpoint as ckpt
 from ae import parallel, runtime, workdir as workdir_lib
-from ae.workdir import writing
+from ae.workdir import write_whole, writing
 from ae.config_check import validate_config
 from ae.data import load_dataset
 from ae.metrics_log import read_records
@@ -91,10 +91,7 @@ def parent_results(init_from):
 
 
 def _write_json(path, obj):
-  tmp = path + '.tmp'
-  with writing(tmp), open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
+  write_whole(path, json.dumps(obj, indent=2))
 
 
 def evaluate_workdir(config, workdir):

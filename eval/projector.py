@@ -12,7 +12,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from ae.workdir import writing
+from ae.workdir import write_whole
 
 SPRITE_SIDE = 8192  # the largest sprite, in pixels per side, that TensorBoard's Projector shows
 TENSOR_NAME = 'test_codes'
@@ -56,9 +56,4 @@ def _png(image_u8):
 
 
 def _write(tb_dir, name, data, folder=_DIR):
-  """Writes a file whole or not at all (through a temporary file and a rename)."""
-  path = os.path.join(tb_dir, folder, name)
-  tmp = path + '.tmp'
-  with writing(tmp), open(tmp, 'wb') as f:
-    f.write(data)
-  os.replace(tmp, path)
+  write_whole(os.path.join(tb_dir, folder, name), data)

@@ -15,7 +15,7 @@ NUM_IMAGES = 8
 
 
 def to_uint8(images):
-  """Float images in [0, 1] to uint8 pixels, rounded (a uint8 image comes back unchanged)."""
+  """Float images in [0, 1] to uint8 pixels, rounded."""
   return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from absl import logging
 
 from ae import rng
+from ae.data import to_float
 
 TRAVERSAL_STEPS = 9  # decodings per unit, from its 2nd to its 98th test percentile
 PAIRS = 6  # test image pairs (0, 1), (2, 3), ... interpolated
@@ -68,7 +69,7 @@ def evaluate(inputs):
   images = np.asarray(jax.jit(lambda p, z: model.apply(p, z, method=model.decode))(
       inputs.params, codes))
   n_travel, n_between = travel.shape[0] * travel.shape[1], between.shape[0] * between.shape[1]
-  x = ds.test_images[:2 * pairs].astype(np.float32) / 255
+  x = to_float(ds.test_images[:2 * pairs])
   return {}, {
       'traversals': (images[:n_travel].reshape(travel.shape[:2] + images.shape[1:]),
                      z_test.std(axis=0)),

@@ -97,18 +97,17 @@ def test_projector_serves_the_test_codes_with_classes_and_images(run_dir, projec
     z, labels = f['test_z'], f['test_labels']
   codes = np.frombuffer(projector('tensor', run=run, name=name), np.float32)
   np.testing.assert_array_equal(codes.reshape(z.shape), z)
-  class_names = load_dataset(test_config.get_config().data).class_names
+  ds = load_dataset(test_config.get_config().data)
   metadata = projector('metadata', run=run, name=name).decode().splitlines()
   assert metadata[0] == 'test_index\tclass'
-  assert metadata[1:] == [f'{i}\t{class_names[c]}' for i, c in enumerate(labels)]
+  assert metadata[1:] == [f'{i}\t{ds.class_names[c]}' for i, c in enumerate(labels)]
   assert embedding['sprite']['singleImageDim'] == [32, 32]
   sprite = np.asarray(Image.open(io.BytesIO(projector('sprite_image', run=run, name=name))))
   side = int(np.ceil(np.sqrt(len(z))))
+  assert sprite.shape == (side * 32, side * 32, 3)
+  for i in (0, 1, side, len(z) - 1):  # image i at row i // side, column i % side
+    r, c = divmod(i, side)
+    np.testing.assert_array_equal(sprite[r * 32:(r + 1) * 32, c * 32:(c + 1) * 32], ds.test_images[i])
   assert json.loads((run_dir / 'results.json').read_text())['projector_points'] == len(z)
   assert f'the codes of the first {len(z)} test images' in (run_dir / 'report.md').read_text()
   assert not list(run_dir.glob('tensorboard/**/*.tmp'))  # written whole, through a rename
-  assert sprite.shape == (side * 32, side * 32, 3)
-  images = load_dataset(test_config.get_config().data).test_images
-  for i in (0, 1, side, len(z) - 1):  # image i at row i // side, column i % side
-    r, c = divmod(i, side)
-    np.testing.assert_array_equal(sprite[r * 32:(r + 1) * 32, c * 32:(c + 1) * 32], images[i])

@@ -126,8 +126,9 @@ def build_report(config, results):
     lines += [f'### {FIGURE_TITLES.get(key, key)}', '', f'![{key}]({rel})', '']
   if 'projector_points' in results:
     lines += ['## TensorBoard', '',
-              '`tensorboard --logdir <the folder that holds this run>`: the training scalars; under '
-              'Images, the reconstructions of 8 test images at the end of every epoch; under '
+              '`tensorboard --logdir <the folder that holds this run> '
+              '--samples_per_plugin=images=100`: the training scalars; under Images, the '
+              'reconstructions of 8 test images at the end of every epoch; under '
               f"Projector, the codes of the first {results['projector_points']:,} test images "
               '(PCA, UMAP, t-SNE, neighbours), with their classes and images.', '']
   lines += ['## Config', '', '```json', config.to_json_best_effort(indent=2), '```', '']

@@ -2,7 +2,7 @@
 
 import os
 
-from ae.workdir import writing
+from ae.workdir import write_whole
 
 FIGURE_TITLES = {
     'loss': 'Training curves (original report, Figure 3)',
@@ -68,8 +68,8 @@ def _retrieval_section(results, metrics):
 
 
 def build_report(config, results):
+  """The page: a summary, then each section, the figures, TensorBoard and the config."""
   metrics = list(results['retrieval'])
-  t, dn, refs = results['test'], results['denoising'], results['references']
   lines = ['# Autoencoder evaluation', '',
            f"Data: {results['data_source']}, {results['num_train']:,} training and "
            f"{results['num_test']:,} test images. Latent units: {config.model.latent_dim}. "
@@ -78,49 +78,10 @@ def build_report(config, results):
   if tr:
     lines += [f"Training: {tr['epochs']} epochs, {tr['steps']} steps, {tr['train_time_s']:.1f} s "
               f"of epochs (final test MSE {tr['final_test_mse']:.5f}).", '']
-  lines += ['## Reconstruction', '', '| | value |', '| --- | --- |',
-            f"| test MSE | {t['mse']:.5f} |", f"| test PSNR (dB) | {t['psnr']:.2f} |",
-            f"| PCA-{refs['pca']['dim']} test MSE (reference) | {refs['pca']['test_mse']:.5f} |"]
-  if 'refined' in results:
-    rf = results['refined']
-    lines += [f"| test MSE, codes refined by {rf['steps']} Adam steps (lr {rf['lr']:g}) through the "
-              f"decoder | {rf['test_mse']:.5f} |",
-              f"| test PSNR (dB), refined codes | {rf['psnr']:.2f} |",
-              f"| test images the refinement improved | {rf['improved_fraction']:.1%} |"]
-  lines += ['']
+  lines += _reconstruction_section(results) + ['']
   lines += _retrieval_section(results, metrics)
-  lines += ['', '## Denoising and noisy queries', '',
-            f"Gaussian noise std {dn['noise_std']:g}, clipped to [0, 1].", '',
-            '| | this run |' + (' parent run |' if 'parent' in results else ''),
-            '| --- | --- |' + (' --- |' if 'parent' in results else '')]
-  parent = results.get('parent') or {}
-  pdn = parent.get('denoising') or {}
-  for key, label in (('mse_noisy_vs_clean', 'MSE(noisy, clean)'),
-                     ('mse_recon_noisy_vs_clean', 'MSE(reconstruction of noisy, clean)'),
-                     ('mse_recon_clean_vs_clean', 'MSE(reconstruction of clean, clean)')):
-    extra = f" {_fmt(pdn.get(key, '-'))} |" if 'parent' in results else ''
-    lines.append(f'| {label} | {dn[key]:.5f} |{extra}')
-  for m in metrics:
-    extra = ''
-    if 'parent' in results:
-      pq = (parent.get('noisy_queries') or {}).get(m, {})
-      extra = f" {_fmt(pq.get('P@10', '-'))} |"
-    lines.append(f"| noisy-query P@10, {m} (clean: {results['retrieval'][m]['P@10']:.4f}) | "
-                 f"{results['noisy_queries'][m]['P@10']:.4f} |{extra}")
-  if 'parent' in results:
-    lines += ['', f"Parent run (train.init_from): `{parent['workdir']}`."]
-  lines += ['', "## The original report's setting", '',
-            'Gallery: first 500 train + first 500 test codes; queries: the first 10 (self excluded).',
-            '', '| metric | precision |', '| --- | --- |']
-  for m, r in results['seed_setting'].items():
-    (k, v), = r.items()
-    lines.append(f'| {m} | {k} = {v:.2f} |')
-  st = results['latent']
-  lines += ['', '## Latent statistics (test set)', '', '| unit | mean | std | min | max |',
-            '| --- | --- | --- | --- | --- |']
-  for j in range(len(st['mean'])):
-    lines.append(f"| {j} | {st['mean'][j]:.3f} | {st['std'][j]:.3f} | {st['min'][j]:.3f} | "
-                 f"{st['max'][j]:.3f} |")
+  lines += _denoising_section(results, metrics)
+  lines += _seed_setting_and_latent_sections(results)
   lines += ['', '## Figures', '']
   for key, rel in results['figures'].items():
     lines += [f'### {FIGURE_TITLES.get(key, key)}', '', f'![{key}]({rel})', '']
@@ -135,8 +96,63 @@ def build_report(config, results):
   return '\n'.join(lines)
 
 
+def _reconstruction_section(results):
+  t, refs = results['test'], results['references']
+  lines = ['## Reconstruction', '', '| | value |', '| --- | --- |',
+           f"| test MSE | {t['mse']:.5f} |", f"| test PSNR (dB) | {t['psnr']:.2f} |",
+           f"| PCA-{refs['pca']['dim']} test MSE (reference) | {refs['pca']['test_mse']:.5f} |"]
+  if 'refined' in results:
+    rf = results['refined']
+    lines += [f"| test MSE, codes refined by {rf['steps']} Adam steps (lr {rf['lr']:g}) through the "
+              f"decoder | {rf['test_mse']:.5f} |",
+              f"| test PSNR (dB), refined codes | {rf['psnr']:.2f} |",
+              f"| test images the refinement improved | {rf['improved_fraction']:.1%} |"]
+  return lines
+
+
+def _denoising_section(results, metrics):
+  """The denoising MSEs and noisy-query P@10, beside a parent run's (train.init_from)."""
+  dn, has_parent = results['denoising'], 'parent' in results
+  parent = results.get('parent') or {}
+  pdn = parent.get('denoising') or {}
+  lines = ['', '## Denoising and noisy queries', '',
+           f"Gaussian noise std {dn['noise_std']:g}, clipped to [0, 1].", '',
+           '| | this run |' + (' parent run |' if has_parent else ''),
+           '| --- | --- |' + (' --- |' if has_parent else '')]
+  for key, label in (('mse_noisy_vs_clean', 'MSE(noisy, clean)'),
+                     ('mse_recon_noisy_vs_clean', 'MSE(reconstruction of noisy, clean)'),
+                     ('mse_recon_clean_vs_clean', 'MSE(reconstruction of clean, clean)')):
+    extra = f" {_fmt(pdn.get(key, '-'))} |" if has_parent else ''
+    lines.append(f'| {label} | {dn[key]:.5f} |{extra}')
+  for m in metrics:
+    extra = ''
+    if has_parent:
+      pq = (parent.get('noisy_queries') or {}).get(m, {})
+      extra = f" {_fmt(pq.get('P@10', '-'))} |"
+    lines.append(f"| noisy-query P@10, {m} (clean: {results['retrieval'][m]['P@10']:.4f}) | "
+                 f"{results['noisy_queries'][m]['P@10']:.4f} |{extra}")
+  if has_parent:
+    lines += ['', f"Parent run (train.init_from): `{parent['workdir']}`."]
+  return lines
+
+
+def _seed_setting_and_latent_sections(results):
+  lines = ['', "## The original report's setting", '',
+           'Gallery: first 500 train + first 500 test codes; queries: the first 10 (self excluded).',
+           '', '| metric | precision |', '| --- | --- |']
+  for m, r in results['seed_setting'].items():
+    (k, v), = r.items()
+    lines.append(f'| {m} | {k} = {v:.2f} |')
+  st = results['latent']
+  lines += ['', '## Latent statistics (test set)', '', '| unit | mean | std | min | max |',
+            '| --- | --- | --- | --- | --- |']
+  for j in range(len(st['mean'])):
+    lines.append(f"| {j} | {st['mean'][j]:.3f} | {st['std'][j]:.3f} | {st['min'][j]:.3f} | "
+                 f"{st['max'][j]:.3f} |")
+  return lines
+
+
 def write_report(workdir, config, results):
   path = os.path.join(workdir, 'report.md')
-  with writing(path), open(path, 'w') as f:
-    f.write(build_report(config, results))
+  write_whole(path, build_report(config, results))
   return path

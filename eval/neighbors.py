@@ -237,19 +237,9 @@ def nearest_neighbors(queries, gallery, k, metric, exclude_self=False, query_chu
   Returns:
     (distances [Q, k] float32 ascending, indices [Q, k] int32); ties go to the lower index.
   """
-  if metric not in METRICS:
-    raise ValueError(f'unknown metric {metric!r}; expected one of {METRICS}')
   q = np.asarray(queries, np.float32)
   g = np.asarray(gallery, np.float32)
-  if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
-    raise ValueError(f'queries {q.shape} and gallery {g.shape} must be [Q, D] and [G, D]')
-  if not (np.isfinite(q).all() and np.isfinite(g).all()):
-    raise ValueError('queries and gallery must be finite (found NaN or Inf values)')
-  if exclude_self and len(q) != len(g):
-    raise ValueError('exclude_self needs queries and gallery to be the same set')
-  available = len(g) - int(exclude_self)
-  if not 1 <= k <= available:
-    raise ValueError(f'k={k} must be between 1 and the {available} available gallery items')
+  _check_inputs(q, g, k, metric, exclude_self)
   mesh = mesh or Mesh(np.array(jax.devices()[:1]), ('data',))
   k_search = k + int(exclude_self)
 
@@ -269,10 +259,10 @@ def nearest_neighbors(queries, gallery, k, metric, exclude_self=False, query_chu
   q_sharding = NamedSharding(mesh, P('data'))
   pending = []  # every chunk is dispatched before the first result is fetched
   for start in range(0, len(q), qc):
-    block = q[start:start + qc]
-    if len(block) < qc:
-      block = np.concatenate([block, np.zeros((qc - len(block), q.shape[1]), np.float32)])
-    pending.append((start, search(jax.device_put(block, q_sharding), g_tiles)))
+    rows = q[start:start + qc]
+    if len(rows) < qc:
+      rows = np.concatenate([rows, np.zeros((qc - len(rows), q.shape[1]), np.float32)])
+    pending.append((start, search(jax.device_put(rows, q_sharding), g_tiles)))
   out_d, out_i = [], []
   for start, (d, i) in pending:
     n = min(qc, len(q) - start)
@@ -282,3 +272,18 @@ def nearest_neighbors(queries, gallery, k, metric, exclude_self=False, query_chu
     out_d.append(d)
     out_i.append(i)
   return np.concatenate(out_d), np.concatenate(out_i)
+
+
+def _check_inputs(q, g, k, metric, exclude_self):
+  """Raises a ValueError that names what is wrong with nearest_neighbors' arguments."""
+  if metric not in METRICS:
+    raise ValueError(f'unknown metric {metric!r}; expected one of {METRICS}')
+  if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
+    raise ValueError(f'queries {q.shape} and gallery {g.shape} must be [Q, D] and [G, D]')
+  if not (np.isfinite(q).all() and np.isfinite(g).all()):
+    raise ValueError('queries and gallery must be finite (found NaN or Inf values)')
+  if exclude_self and len(q) != len(g):
+    raise ValueError('exclude_self needs queries and gallery to be the same set')
+  available = len(g) - int(exclude_self)
+  if not 1 <= k <= available:
+    raise ValueError(f'k={k} must be between 1 and the {available} available gallery items')

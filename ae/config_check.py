@@ -18,8 +18,14 @@ def _positive_ints(name, values, allow_empty=False):
 
 def validate_config(config, num_devices=None):
   """Raises ConfigError naming every invalid field."""
-  num_devices = num_devices or jax.device_count()
-  m, t, d, e = config.model, config.train, config.data, config.eval
+  errors = (_model_errors(config.model)
+            + _train_errors(config.train, num_devices or jax.device_count())
+            + _data_errors(config.data) + _eval_errors(config.eval))
+  if errors:
+    raise ConfigError('invalid config:\n  ' + '\n  '.join(errors))
+
+
+def _model_errors(m):
   errors = []
   if m.latent_dim < 1:
     errors.append(f'model.latent_dim must be at least 1, got {m.latent_dim}')
@@ -42,6 +48,11 @@ def validate_config(config, num_devices=None):
   if m.decoder == 'conv' and 32 % 2 ** len(m.decoder_features):
     errors.append('model.decoder_features: the conv decoder doubles the size per entry and '
                   f'must reach 32 exactly; {len(m.decoder_features)} entries do not')
+  return errors
+
+
+def _train_errors(t, num_devices):
+  errors = []
   if t.batch_size < 1:
     errors.append(f'train.batch_size must be at least 1, got {t.batch_size}')
   elif t.batch_size % num_devices:
@@ -65,11 +76,21 @@ def validate_config(config, num_devices=None):
   for name in ('steps_per_jit', 'log_every_steps', 'checkpoint_every_steps', 'eval_batch_size'):
     if t[name] < 1:
       errors.append(f'train.{name} must be at least 1, got {t[name]}')
+  return errors
+
+
+def _data_errors(d):
+  errors = []
   for name in ('num_train', 'num_test', 'synthetic_train', 'synthetic_test'):
     if d[name] < 0:
       errors.append(f'data.{name} must be >= 0, got {d[name]}')
   if d.source not in ('auto', 'dir', 'tfds', 'synthetic'):
     errors.append(f"data.source must be 'auto', 'dir', 'tfds' or 'synthetic', got {d.source!r}")
+  return errors
+
+
+def _eval_errors(e):
+  errors = []
   if e.k < 1:
     errors.append(f'eval.k must be at least 1, got {e.k}')
   bad = [x for x in e.metrics if x not in METRICS]
@@ -86,5 +107,4 @@ def validate_config(config, num_devices=None):
   for name in ('query_chunk', 'gallery_chunk', 'max_image_pixels'):
     if e[name] < 1:
       errors.append(f'eval.{name} must be at least 1, got {e[name]}')
-  if errors:
-    raise ConfigError('invalid config:\n  ' + '\n  '.join(errors))
+  return errors
